@@ -1,0 +1,139 @@
+"""One settings object, read from the environment and validated at start-up.
+
+Errors name the variable. A setting only one feature needs (the Express cookie
+secrets, the Laravel app key) is checked by that feature through ``require``,
+so a bulk migration runs without any secret configured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from tokenmigration.formats.laravel_session import Serialization
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the environment variable."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _abilities(env: Mapping[str, str]) -> list[str]:
+    raw = env.get("MIGRATION_TOKEN_ABILITIES", "").strip()
+    if not raw:
+        return ["*"]
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError(f'MIGRATION_TOKEN_ABILITIES must be a JSON list such as ["*"], got {raw!r}') from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError('MIGRATION_TOKEN_ABILITIES must be a JSON list of strings, such as ["*"]')
+    return value
+
+
+def _secret_list(raw: str) -> tuple[str, ...]:
+    return tuple(part for part in (p.strip() for p in raw.split(",")) if part)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    redis_url: str | None = None
+    express_session_prefix: str = "sess:"
+    express_user_id_path: str = "passport.user"
+    express_session_cookie: str = "connect.sid"
+    express_session_secrets: tuple[str, ...] = field(default=(), repr=False)
+    laravel_session_serialization: Serialization = "php"
+    laravel_session_lifetime: int = 120
+    laravel_session_cookie: str | None = None
+    laravel_app_key: str | None = field(default=None, repr=False)
+    sanctum_token_prefix: str = ""
+    sanctum_tokenable_type: str = "App\\Models\\User"
+    sanctum_expiration: int | None = None
+    migration_token_name: str = "migration-token"
+    migration_token_abilities: tuple[str, ...] = ("*",)
+    migration_token_expires_days: int | None = None
+    # Cleanup: hours past expiry before a token is pruned (sanctum:prune-expired --hours).
+    cleanup_prune_hours: int = 24
+    # Cleanup: revoke never-used migration tokens older than this many days; unset = never.
+    migration_token_unused_retention_days: int | None = None
+    # How long a chunk waits for a user row another transaction holds before reporting it.
+    lock_timeout_ms: int = 5000
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        serialization = env.get("LARAVEL_SESSION_SERIALIZATION", "php").strip().lower() or "php"
+        if serialization not in ("php", "json"):
+            raise ConfigError(f"LARAVEL_SESSION_SERIALIZATION must be 'php' or 'json', got {serialization!r}")
+        user_path = env.get("EXPRESS_USER_ID_PATH", "passport.user").strip()
+        if not user_path or any(not part for part in user_path.split(".")):
+            raise ConfigError(f"EXPRESS_USER_ID_PATH must be a dotted path such as passport.user, got {user_path!r}")
+        prefix = env.get("EXPRESS_SESSION_PREFIX", "sess:")
+        if not prefix:
+            raise ConfigError("EXPRESS_SESSION_PREFIX must not be empty: the SCAN would match every key")
+        database_url = env.get("DATABASE_URL", "").strip() or None
+        if database_url and "://" not in database_url:
+            raise ConfigError(f"DATABASE_URL must be an SQLAlchemy URL such as postgresql+pg8000://..., "
+                              f"got something without a scheme")
+        redis_url = env.get("REDIS_URL", "").strip() or None
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        token_name = env.get("MIGRATION_TOKEN_NAME", "migration-token").strip()
+        if not token_name:
+            raise ConfigError("MIGRATION_TOKEN_NAME must not be empty")
+        return cls(
+            database_url=database_url,
+            redis_url=redis_url,
+            express_session_prefix=prefix,
+            express_user_id_path=user_path,
+            express_session_cookie=env.get("EXPRESS_SESSION_COOKIE", "").strip() or "connect.sid",
+            express_session_secrets=_secret_list(env.get("EXPRESS_SESSION_SECRETS", "")),
+            laravel_session_serialization=serialization,  # type: ignore[arg-type]
+            laravel_session_lifetime=_int(env, "LARAVEL_SESSION_LIFETIME", 120, minimum=1),  # type: ignore[arg-type]
+            laravel_session_cookie=env.get("LARAVEL_SESSION_COOKIE", "").strip() or None,
+            laravel_app_key=env.get("LARAVEL_APP_KEY", "").strip() or None,
+            sanctum_token_prefix=env.get("SANCTUM_TOKEN_PREFIX", ""),
+            sanctum_tokenable_type=env.get("SANCTUM_TOKENABLE_TYPE", "").strip() or "App\\Models\\User",
+            sanctum_expiration=_int(env, "SANCTUM_EXPIRATION", None, minimum=1),
+            migration_token_name=token_name,
+            migration_token_abilities=tuple(_abilities(env)),
+            migration_token_expires_days=_int(env, "MIGRATION_TOKEN_EXPIRES_DAYS", None, minimum=1),
+            cleanup_prune_hours=_int(env, "CLEANUP_PRUNE_HOURS", 24),  # type: ignore[arg-type]
+            migration_token_unused_retention_days=_int(
+                env, "MIGRATION_TOKEN_UNUSED_RETENTION_DAYS", None, minimum=1
+            ),
+            lock_timeout_ms=_int(env, "MIGRATION_LOCK_TIMEOUT_MS", 5000, minimum=1),  # type: ignore[arg-type]
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail with the variable names of settings a feature needs but nobody set."""
+        missing = [name.upper() for name in names if not getattr(self, name)]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set for this operation")
+
+    def replace(self, **changes: Any) -> Settings:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return type(self)(**{**{name: getattr(self, name) for name in known}, **changes})
+
+    @property
+    def abilities_json(self) -> str:
+        return json.dumps(list(self.migration_token_abilities), separators=(",", ":"))

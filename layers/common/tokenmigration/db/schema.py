@@ -1,0 +1,133 @@
+"""Table definitions.
+
+``laravel_metadata`` mirrors what a Laravel skeleton's migrations create (users,
+sessions, Sanctum's personal_access_tokens); it is used to create them for demos
+and tests only. ``own_metadata`` holds the ledger this tool keeps so it can undo
+exactly what it did. The two user columns we add live in ``USER_COLUMNS``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    column,
+    table,
+)
+
+laravel_metadata = MetaData()
+own_metadata = MetaData()
+
+# SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger ids become INTEGER there.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Timestamp = DateTime(timezone=False)
+
+laravel_users = Table(
+    "users",
+    laravel_metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("email", String(255), nullable=False, unique=True),
+    Column("email_verified_at", Timestamp, nullable=True),
+    Column("password", String(255), nullable=False),
+    Column("remember_token", String(100), nullable=True),
+    Column("created_at", Timestamp, nullable=True),
+    Column("updated_at", Timestamp, nullable=True),
+)
+
+laravel_tokens = Table(
+    "personal_access_tokens",
+    laravel_metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("tokenable_type", String(255), nullable=False),
+    Column("tokenable_id", BigInteger, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("abilities", Text, nullable=True),
+    Column("last_used_at", Timestamp, nullable=True),
+    Column("expires_at", Timestamp, nullable=True, index=True),
+    Column("created_at", Timestamp, nullable=True),
+    Column("updated_at", Timestamp, nullable=True),
+    Index("personal_access_tokens_tokenable_type_tokenable_id_index", "tokenable_type", "tokenable_id"),
+)
+
+laravel_sessions = Table(
+    "sessions",
+    laravel_metadata,
+    Column("id", String(255), primary_key=True),
+    Column("user_id", BigInteger, nullable=True, index=True),
+    Column("ip_address", String(45), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("payload", Text, nullable=False),
+    Column("last_activity", Integer, nullable=False, index=True),
+)
+
+# The columns `db upgrade` adds to the app's users table (the PHP sketch's names).
+USER_COLUMNS = {"migrated_to_sanctum_at": Timestamp, "migration_token_id": BigInteger()}
+USERS_MIGRATED_INDEX = "users_migrated_to_sanctum_at_index"
+
+# Lightweight handles for queries: only the columns this tool reads or writes.
+users = table("users", column("id"), column("migrated_to_sanctum_at"), column("migration_token_id"))
+tokens = table(
+    "personal_access_tokens",
+    column("id"),
+    column("tokenable_type"),
+    column("tokenable_id"),
+    column("name"),
+    column("token"),
+    column("abilities"),
+    column("last_used_at"),
+    column("expires_at"),
+    column("created_at"),
+    column("updated_at"),
+)
+sessions = table(
+    "sessions",
+    column("id"),
+    column("user_id"),
+    column("ip_address"),
+    column("user_agent"),
+    column("payload"),
+    column("last_activity"),
+)
+
+# Every token this tool created (bulk runs, single-user route, exchange), so rollback removes
+# those and only those.
+ledger_tokens = Table(
+    "token_migration_tokens",
+    own_metadata,
+    Column("token_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("user_id", BigInteger, nullable=False, index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+# Every Laravel session row this tool created. source_hash is sha256 of the Express session id
+# it came from (never the id itself: with the cookie secret it is a credential).
+ledger_sessions = Table(
+    "token_migration_sessions",
+    own_metadata,
+    Column("session_id", String(255), primary_key=True),
+    Column("user_id", BigInteger, nullable=False, index=True),
+    Column("run_id", String(64), nullable=False),
+    Column("source_hash", String(64), nullable=True, index=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+# The latest failure of each user that is not migrated yet; the source of stats.failed_migrations.
+ledger_failures = Table(
+    "token_migration_failures",
+    own_metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("failed_at", Timestamp, nullable=False),
+)

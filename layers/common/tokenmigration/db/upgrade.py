@@ -1,0 +1,79 @@
+"""``tokenmigration db upgrade``: the project's additions, idempotent, touching nothing else."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.pool import NullPool
+
+from tokenmigration.db.connection import is_postgres
+from tokenmigration.db.schema import USER_COLUMNS, USERS_MIGRATED_INDEX, laravel_metadata, own_metadata
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+def upgrade(engine: Engine) -> list[str]:
+    """Add the user columns, their index and the ledger tables; return what was done."""
+    done: list[str] = []
+    inspector = inspect(engine)
+    if not inspector.has_table("users"):
+        raise SchemaError("the users table does not exist: point DATABASE_URL at the Laravel database")
+    present = {c["name"] for c in inspector.get_columns("users")}
+    with engine.begin() as conn:
+        for name, type_ in USER_COLUMNS.items():
+            if name not in present:
+                # Nullable with no default: a catalogue-only change on PostgreSQL, no table rewrite.
+                ddl = type_.compile(dialect=engine.dialect)
+                conn.execute(text(f"ALTER TABLE users ADD COLUMN {name} {ddl} NULL"))
+                done.append(f"added users.{name}")
+        missing = [t for t in own_metadata.sorted_tables if not inspector.has_table(t.name)]
+        own_metadata.create_all(conn, tables=missing)
+        done += [f"created table {t.name}" for t in missing]
+    if USERS_MIGRATED_INDEX not in {ix["name"] for ix in inspector.get_indexes("users")}:
+        _create_users_index(engine)
+        done.append(f"created index {USERS_MIGRATED_INDEX}")
+    return done
+
+
+def _create_users_index(engine: Engine) -> None:
+    if is_postgres(engine):
+        # CONCURRENTLY keeps the app writing to users while a large table is indexed; it cannot run
+        # inside a transaction block, and a pooled connection may hold one open (pre-ping), so use
+        # a fresh autocommit connection.
+        ddl_engine = create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        with ddl_engine.connect() as conn:
+            conn.execute(
+                text(
+                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {USERS_MIGRATED_INDEX} "
+                    "ON users (migrated_to_sanctum_at)"
+                )
+            )
+    else:
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"CREATE INDEX IF NOT EXISTS {USERS_MIGRATED_INDEX} ON users (migrated_to_sanctum_at)")
+            )
+
+
+def create_laravel_tables(engine: Engine) -> list[str]:
+    """Create users, sessions and personal_access_tokens as Laravel would (demos and tests only)."""
+    inspector = inspect(engine)
+    missing = [t for t in laravel_metadata.sorted_tables if not inspector.has_table(t.name)]
+    laravel_metadata.create_all(engine, tables=missing)
+    return [f"created table {t.name}" for t in missing]
+
+
+def token_columns(engine: Engine) -> set[str]:
+    """The live token table's columns: Sanctum 2.x has no expires_at."""
+    inspector = inspect(engine)
+    if not inspector.has_table("personal_access_tokens"):
+        raise SchemaError("the personal_access_tokens table does not exist: install Laravel Sanctum first")
+    return {c["name"] for c in inspector.get_columns("personal_access_tokens")}
+
+
+def check_upgraded(engine: Engine) -> None:
+    inspector = inspect(engine)
+    present = {c["name"] for c in inspector.get_columns("users")} if inspector.has_table("users") else set()
+    if not set(USER_COLUMNS) <= present or not all(inspector.has_table(t) for t in own_metadata.tables):
+        raise SchemaError("the database has not been upgraded: run `tokenmigration db upgrade` first")

@@ -1,0 +1,62 @@
+"""``cleanup(dry_run)``: prune what this tool created and nobody can use any more.
+
+Only rows in the ledger are candidates, so tokens and sessions the app made are
+never touched. Migration tokens are pruned with ``sanctum:prune-expired``
+semantics; a token that is in use, or still deliverable through the exchange,
+is revoked only when MIGRATION_TOKEN_UNUSED_RETENTION_DAYS says so, and then only
+if it was never used.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, exists, or_, select, update
+
+from tokenmigration.config import Settings
+from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.engine.clock import utcnow
+
+
+def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expires_at: bool = True
+            ) -> dict[str, Any]:
+    now = utcnow()
+    hours = timedelta(hours=settings.cleanup_prune_hours)
+    ours = tokens.c.id.in_(select(ledger_tokens.c.token_id))
+
+    expired = []
+    if has_expires_at:
+        expired.append(and_(tokens.c.expires_at.is_not(None), tokens.c.expires_at < now - hours))
+    if settings.sanctum_expiration:
+        expired.append(tokens.c.created_at < now - timedelta(minutes=settings.sanctum_expiration) - hours)
+    if settings.migration_token_unused_retention_days:
+        expired.append(and_(
+            tokens.c.last_used_at.is_(None),
+            tokens.c.created_at < now - timedelta(days=settings.migration_token_unused_retention_days),
+        ))
+    stale_before = int(now.replace(tzinfo=UTC).timestamp()) - settings.laravel_session_lifetime * 60
+    our_sessions = sessions.c.id.in_(select(ledger_sessions.c.session_id))
+    stale_sessions = and_(our_sessions, sessions.c.last_activity < stale_before)
+    # Ledger rows whose row is gone (Laravel's own GC, a logout, a regenerated id) undo nothing.
+    orphan_tokens = ~exists().where(tokens.c.id == ledger_tokens.c.token_id)
+    orphan_sessions = ~exists().where(sessions.c.id == ledger_sessions.c.session_id)
+    # A recorded failure of a user who has been migrated since (or was deleted) is history.
+    settled = ~exists().where(users.c.id == ledger_failures.c.user_id, users.c.migrated_to_sanctum_at.is_(None))
+
+    # A dry run does the same work and rolls it back, so its counts are exactly what a real run removes.
+    details: dict[str, int] = {"expired_tokens": 0}
+    with engine.connect() as conn, conn.begin() as transaction:
+        if expired:
+            doomed = select(tokens.c.id).where(ours, or_(*expired)).scalar_subquery()
+            conn.execute(update(users).where(users.c.migration_token_id.in_(doomed)).values(migration_token_id=None))
+            details["expired_tokens"] = conn.execute(delete(tokens).where(tokens.c.id.in_(doomed))).rowcount
+        details["stale_sessions"] = conn.execute(delete(sessions).where(stale_sessions)).rowcount
+        details["ledger_rows"] = (
+            conn.execute(delete(ledger_tokens).where(orphan_tokens)).rowcount
+            + conn.execute(delete(ledger_sessions).where(orphan_sessions)).rowcount
+        )
+        details["settled_failures"] = conn.execute(delete(ledger_failures).where(settled)).rowcount
+        if dry_run:
+            transaction.rollback()
+    return {"dry_run": dry_run, "cleaned_items": sum(details.values()), "details": details}

@@ -1,0 +1,25 @@
+"""Domain errors: the API layer maps them to 404 and 409."""
+
+
+class MigrationError(Exception):
+    code = "migration_error"
+
+
+class UnknownUser(MigrationError):
+    code = "unknown_user"
+
+
+class AlreadyMigrated(MigrationError):
+    code = "already_migrated"
+
+
+class HoldsTokens(MigrationError):
+    code = "has_tokens"
+
+
+class NotMigrated(MigrationError):
+    code = "not_migrated"
+
+
+class UserBusy(MigrationError):
+    code = "user_locked"

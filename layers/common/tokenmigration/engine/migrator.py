@@ -1,0 +1,341 @@
+"""Plan a run, migrate or roll back one chunk, migrate or roll back one user.
+
+Every database change of a chunk happens in one transaction. Users are locked
+with ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other; a user that
+someone else holds is retried once with a bounded wait and otherwise reported
+as failed (``user_locked``), to be picked up by a later run.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, timedelta
+
+from sqlalchemy import Connection, Engine, delete, func, insert, literal_column, select, text, union, update
+
+from tokenmigration.config import ConfigError, Settings
+from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.db.upgrade import check_upgraded, token_columns
+from tokenmigration.engine import errors
+from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.results import (
+    Chunk,
+    ChunkResult,
+    Problem,
+    RollbackResult,
+    redact_session_id,
+    session_fingerprint,
+)
+from tokenmigration.engine.session_index import (
+    IndexedSession,
+    RedisIndexStore,
+    ScanReport,
+    build_index,
+    live_sessions,
+)
+from tokenmigration.engine.writers import SessionRow, TokenRow, WriteContext, writer_for
+from tokenmigration.formats import sanctum
+from tokenmigration.formats.laravel_session import PayloadFactory, clean_ip, clean_user_agent, new_session_ids
+from tokenmigration.redis_client import RedisLike
+
+SKIP_ALREADY_MIGRATED = "already_migrated"
+SKIP_HAS_TOKENS = "has_tokens"
+
+
+@dataclass(slots=True)
+class Plan:
+    run_id: str
+    chunks: list[Chunk]
+    scan: ScanReport
+
+    @property
+    def total_users(self) -> int:
+        return sum(c.users for c in self.chunks)
+
+
+@dataclass(slots=True)
+class UserMigration:
+    """The outcome of migrating one user. ``token`` holds the plaintext only when asked for."""
+
+    user_id: int
+    token_id: int
+    sessions_migrated: int
+    session_ids: list[str] = field(default_factory=list)
+    token: sanctum.MintedToken | None = None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    result: ChunkResult
+    token_ids: dict[int, int]
+    session_ids: dict[int, list[str]]
+    minted: dict[int, sanctum.MintedToken]
+
+
+def plan_chunks(conn: Connection, chunk_size: int, source=None) -> list[Chunk]:
+    """Chunk boundaries by user count (ids are sparse), in one query."""
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    ids = source if source is not None else select(users.c.id.label("id")).subquery()
+    numbered = select(ids.c.id, func.row_number().over(order_by=ids.c.id).label("rn")).subquery()
+    # Integer division, with the size inlined (an int we validated): a bound parameter would make
+    # the GROUP BY expression differ from the selected one on PostgreSQL.
+    zero_based = (numbered.c.rn - literal_column("1")).self_group()
+    bucket = zero_based.op("/")(literal_column(str(int(chunk_size)))).label("bucket")
+    query = (
+        select(bucket, func.min(numbered.c.id), func.max(numbered.c.id), func.count())
+        .group_by(bucket)
+        .order_by(bucket)
+    )
+    return [Chunk(n, int(lo), int(hi), int(count)) for n, (_, lo, hi, count) in enumerate(conn.execute(query))]
+
+
+class Migrator:
+    def __init__(self, settings: Settings, engine: Engine, redis: RedisLike | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.redis = redis
+        self._writer = writer_for(engine.dialect.name)
+        self._payloads = PayloadFactory(settings.laravel_session_serialization)
+        self._is_pg = engine.dialect.name == "postgresql"
+        self._has_expires_at: bool | None = None
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def check_schema(self) -> None:
+        check_upgraded(self.engine)
+        self.has_expires_at  # noqa: B018 - reflects the token table once, failing early
+
+    @property
+    def has_expires_at(self) -> bool:
+        if self._has_expires_at is None:
+            self._has_expires_at = "expires_at" in token_columns(self.engine)
+            if self.settings.migration_token_expires_days and not self._has_expires_at:
+                raise ConfigError(
+                    "MIGRATION_TOKEN_EXPIRES_DAYS is set but personal_access_tokens has no expires_at "
+                    "column (Sanctum 2.x): unset it or upgrade Sanctum"
+                )
+        return self._has_expires_at
+
+    def index_store(self, run_id: str) -> RedisIndexStore:
+        if self.redis is None:
+            raise ConfigError("REDIS_URL must be set")
+        return RedisIndexStore(self.redis, run_id)
+
+    # --- planning ---------------------------------------------------------------------------
+
+    def plan(self, run_id: str, chunk_size: int) -> Plan:
+        """Chunk the users, then SCAN the session store once and index it by chunk."""
+        self.check_schema()
+        with self.engine.connect() as conn:
+            chunks = plan_chunks(conn, chunk_size)
+        report = build_index(
+            self.redis,
+            self.index_store(run_id),
+            chunks,
+            self.settings.express_session_prefix,
+            self.settings.express_user_id_path,
+        )
+        return Plan(run_id, chunks, report)
+
+    def plan_rollback(self, chunk_size: int) -> list[Chunk]:
+        """Chunks over every user this tool migrated, by any path, read from the ledger."""
+        source = union(
+            select(ledger_tokens.c.user_id.label("id")),
+            select(ledger_sessions.c.user_id.label("id")),
+            select(users.c.id.label("id")).where(users.c.migrated_to_sanctum_at.is_not(None)),
+        ).subquery()
+        with self.engine.connect() as conn:
+            return plan_chunks(conn, chunk_size, source)
+
+    def discard_index(self, run_id: str, chunks: list[Chunk]) -> None:
+        self.index_store(run_id).drop(c.number for c in chunks)
+
+    # --- migration --------------------------------------------------------------------------
+
+    def chunk_sessions(self, run_id: str, chunk: Chunk) -> list[IndexedSession]:
+        entries = self.index_store(run_id).read(chunk.number)
+        return live_sessions(self.redis, self.settings.express_session_prefix, entries) if entries else []
+
+    def migrate_chunk(self, chunk: Chunk, run_id: str, dry_run: bool = False) -> ChunkResult:
+        """Migrate every user of the chunk that can be; safe to run again (a retry changes nothing)."""
+        found = self.chunk_sessions(run_id, chunk)
+        return self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run).result
+
+    def migrate_user(
+        self,
+        user_id: int,
+        run_id: str,
+        found_sessions: list[IndexedSession] = (),
+        deliver_token: bool = False,
+    ) -> UserMigration:
+        """The single-user path (admin route, exchange). Raises for 404/409 cases instead of skipping."""
+        outcome = self._migrate_range(-1, user_id, user_id, list(found_sessions), run_id, False,
+                                      keep_plaintext=deliver_token)
+        result = outcome.result
+        if result.migrated_users == 1:
+            return UserMigration(user_id, outcome.token_ids[user_id], result.sessions_migrated,
+                                 outcome.session_ids.get(user_id, []), outcome.minted.get(user_id))
+        if result.skip_reasons[SKIP_ALREADY_MIGRATED]:
+            raise errors.AlreadyMigrated(f"user {user_id} is already migrated")
+        if result.skip_reasons[SKIP_HAS_TOKENS]:
+            raise errors.HoldsTokens(f"user {user_id} already holds Sanctum tokens")
+        if result.failed_users:
+            raise errors.UserBusy(f"user {user_id} is locked by another transaction; try again")
+        raise errors.UnknownUser(f"no user with id {user_id}")
+
+    def _migrate_range(self, number, lo, hi, found, run_id, dry_run, keep_plaintext=False) -> _Outcome:
+        by_user: dict[int, list[IndexedSession]] = defaultdict(list)
+        for entry in found:
+            by_user[entry.user_id].append(entry)
+        result = ChunkResult(chunk=number, dry_run=dry_run)
+        outcome = _Outcome(result, {}, {}, {})
+        with self.engine.connect() as conn, conn.begin() as transaction:
+            busy = self._migrate_locked(conn, outcome, lo, hi, by_user, run_id, dry_run, keep_plaintext,
+                                        skip_locked=True)
+            if dry_run:
+                transaction.rollback()
+        if busy:
+            self._retry_busy(outcome, busy, by_user, run_id, keep_plaintext)
+        return outcome
+
+    def _retry_busy(self, outcome, busy, by_user, run_id, keep_plaintext) -> None:
+        # Another transaction held these rows (another worker, or the app). Wait for them a
+        # bounded time; a worker that migrated them meanwhile makes them skips here.
+        try:
+            with self.engine.begin() as conn:
+                if self._is_pg:
+                    conn.execute(text(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}"))
+                self._migrate_locked(conn, outcome, None, None, by_user, run_id, False, keep_plaintext,
+                                     skip_locked=False, only=busy)
+        except Exception as exc:  # lock timeout: the transaction is gone, nothing was written
+            if not _is_lock_timeout(exc):
+                raise
+            self._record_failures(busy, outcome.result, run_id, "user_locked",
+                                  "the user row was locked by another transaction; run again to migrate")
+
+    def _migrate_locked(self, conn, outcome, lo, hi, by_user, run_id, dry_run, keep_plaintext, skip_locked,
+                        only=None) -> list[int]:
+        result = outcome.result
+        where = users.c.id.in_(only) if only is not None else users.c.id.between(lo, hi)
+        lock = select(users.c.id, users.c.migrated_to_sanctum_at).where(where).order_by(users.c.id)
+        if not dry_run:
+            lock = lock.with_for_update(skip_locked=skip_locked)
+        rows = conn.execute(lock).all()
+        held = {uid for uid, _ in rows}
+        busy: list[int] = []
+        if only is None:
+            existing = set(conn.execute(select(users.c.id).where(where)).scalars()) if self._is_pg else held
+            busy = sorted(existing - held)
+            for uid in by_user.keys() - existing:
+                for entry in by_user[uid]:
+                    result.problems.append(Problem("unknown_user", f"no user with id {uid}", uid,
+                                                   redact_session_id(entry.session_id)))
+        holders = set(conn.execute(
+            select(tokens.c.tokenable_id).distinct().where(
+                tokens.c.tokenable_type == self.settings.sanctum_tokenable_type,
+                tokens.c.tokenable_id.in_(held) if only is not None else tokens.c.tokenable_id.between(lo, hi),
+            )
+        ).scalars()) if held else set()
+        candidates = []
+        for uid, migrated_at in rows:
+            result.processed_users += 1
+            if migrated_at is not None:
+                result.skipped_users += 1
+                result.skip_reasons[SKIP_ALREADY_MIGRATED] += 1
+            elif uid in holders:
+                result.skipped_users += 1
+                result.skip_reasons[SKIP_HAS_TOKENS] += 1
+            else:
+                candidates.append(uid)
+        result.migrated_users += len(candidates)
+        result.sessions_migrated += sum(len(by_user.get(uid, ())) for uid in candidates)
+        if dry_run or not candidates:
+            return busy
+        self._write(conn, outcome, candidates, by_user, run_id, keep_plaintext)
+        return busy
+
+    def _write(self, conn, outcome, candidates, by_user, run_id, keep_plaintext) -> None:
+        s = self.settings
+        minted = sanctum.mint_tokens(len(candidates), s.sanctum_token_prefix)
+        token_rows = [TokenRow(uid, tok.hash) for uid, tok in zip(candidates, minted, strict=True)]
+        if keep_plaintext:
+            outcome.minted.update(zip(candidates, minted, strict=True))
+        del minted  # bulk runs never deliver: drop every plaintext now
+        owners = [uid for uid in candidates for _ in by_user.get(uid, ())]
+        found = [entry for uid in candidates for entry in by_user.get(uid, ())]
+        session_rows = [
+            SessionRow(sid, entry.user_id, clean_ip(entry.ip_address), clean_user_agent(entry.user_agent),
+                       payload, session_fingerprint(entry.session_id))
+            for sid, entry, payload in zip(new_session_ids(len(found)), found, self._payloads.payloads(owners),
+                                           strict=True)
+        ]
+        now = utcnow()
+        ctx = WriteContext(
+            run_id=run_id,
+            now=now,
+            last_activity=int(now.replace(tzinfo=UTC).timestamp()),
+            tokenable_type=s.sanctum_tokenable_type,
+            token_name=s.migration_token_name,
+            abilities=s.abilities_json,
+            expires_at=now + timedelta(days=s.migration_token_expires_days) if s.migration_token_expires_days
+            else None,
+            has_expires_at=self.has_expires_at,
+        )
+        outcome.token_ids.update(self._writer.write(conn, ctx, token_rows, session_rows))
+        for row in session_rows:
+            outcome.session_ids.setdefault(row.user_id, []).append(row.id)
+
+    def _record_failures(self, user_ids, result: ChunkResult, run_id, code, message) -> None:
+        now = utcnow()
+        result.processed_users += len(user_ids)
+        result.failed_users += len(user_ids)
+        for uid in user_ids:
+            result.problems.append(Problem(code, message, uid))
+        with self.engine.begin() as conn:
+            conn.execute(delete(ledger_failures).where(ledger_failures.c.user_id.in_(user_ids)))
+            conn.execute(insert(ledger_failures), [
+                {"user_id": uid, "run_id": run_id, "code": code, "message": message, "failed_at": now}
+                for uid in user_ids
+            ])
+
+    # --- rollback ---------------------------------------------------------------------------
+
+    def rollback_chunk(self, chunk: Chunk) -> RollbackResult:
+        """Remove exactly what this tool created for users in the chunk; safe to run again."""
+        result = RollbackResult(chunk=chunk.number)
+        with self.engine.begin() as conn:
+            self._rollback_range(conn, chunk.lo, chunk.hi, result)
+        return result
+
+    def rollback_user(self, user_id: int) -> RollbackResult:
+        result = RollbackResult()
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(users.c.id).where(users.c.id == user_id).with_for_update()).first()
+            if exists is None:
+                raise errors.UnknownUser(f"no user with id {user_id}")
+            self._rollback_range(conn, user_id, user_id, result)
+            if not (result.users or result.tokens_revoked or result.sessions_removed):
+                raise errors.NotMigrated(f"user {user_id} is not migrated")
+        return result
+
+    def _rollback_range(self, conn: Connection, lo: int, hi: int, result: RollbackResult) -> None:
+        in_range_tokens = select(ledger_tokens.c.token_id).where(ledger_tokens.c.user_id.between(lo, hi))
+        in_range_sessions = select(ledger_sessions.c.session_id).where(ledger_sessions.c.user_id.between(lo, hi))
+        result.tokens_revoked = conn.execute(delete(tokens).where(tokens.c.id.in_(in_range_tokens))).rowcount
+        result.sessions_removed = conn.execute(
+            delete(sessions).where(sessions.c.id.in_(in_range_sessions))
+        ).rowcount
+        result.users = conn.execute(
+            update(users)
+            .where(users.c.id.between(lo, hi), users.c.migrated_to_sanctum_at.is_not(None))
+            .values(migrated_to_sanctum_at=None, migration_token_id=None)
+        ).rowcount
+        for table in (ledger_tokens, ledger_sessions, ledger_failures):
+            conn.execute(delete(table).where(table.c.user_id.between(lo, hi)))
+
+
+def _is_lock_timeout(exc: Exception) -> bool:
+    text_ = str(exc)
+    return "55P03" in text_ or "lock timeout" in text_ or "database is locked" in text_

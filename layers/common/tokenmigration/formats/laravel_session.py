@@ -1,0 +1,104 @@
+"""Laravel database-session rows, written the way ``Illuminate\\Session\\Store`` reads them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any, Literal
+
+from tokenmigration.formats import phpserialize
+from tokenmigration.formats.randomness import random_alnum_block
+
+SESSION_ID_LENGTH = 40
+CSRF_TOKEN_LENGTH = 40
+IP_ADDRESS_MAX = 45
+USER_AGENT_MAX = 500
+
+Serialization = Literal["php", "json"]
+_SESSION_GUARD_SHA1 = hashlib.sha1(b"Illuminate\\Auth\\SessionGuard").hexdigest()
+
+
+def login_key(guard: str = "web") -> str:
+    """``'login_' . $guard . '_' . sha1(SessionGuard::class)``."""
+    return f"login_{guard}_{_SESSION_GUARD_SHA1}"
+
+
+LOGIN_WEB_KEY = login_key("web")
+
+
+def is_valid_session_id(session_id: str) -> bool:
+    """``Store::isValidId``: a string of exactly 40 alphanumeric characters."""
+    return len(session_id) == SESSION_ID_LENGTH and session_id.isascii() and session_id.isalnum()
+
+
+def session_attributes(user_id: int, csrf_token: str) -> dict[str, Any]:
+    # No password_hash_* key: Laravel fills it in itself and a wrong one logs the user out.
+    return {"_token": csrf_token, LOGIN_WEB_KEY: user_id}
+
+
+def serialize_attributes(attributes: dict[str, Any], serialization: Serialization = "php") -> str:
+    if serialization == "php":
+        return phpserialize.serialize(attributes)
+    # PHP's json_encode escapes "/" by default; ensure_ascii matches its \uXXXX escapes.
+    return json.dumps(attributes, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/")
+
+
+def encode_payload(attributes: dict[str, Any], serialization: Serialization = "php") -> str:
+    """The ``payload`` column: base64, once, of the serialized attribute array."""
+    return base64.b64encode(serialize_attributes(attributes, serialization).encode("utf-8")).decode("ascii")
+
+
+def decode_payload(payload: str, serialization: Serialization = "php") -> dict[str, Any]:
+    text = base64.b64decode(payload, validate=True).decode("utf-8")
+    if serialization == "php":
+        value = phpserialize.unserialize(text)
+    else:
+        value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("session payload is not an array")
+    return value
+
+
+class PayloadFactory:
+    """Builds login payloads for many users fast.
+
+    The attribute array of a migrated session has one shape, so the serialized
+    text is a fixed frame around two holes (CSRF token, user id). The frame is
+    cut from the general encoder's own output, so both always agree.
+    """
+
+    _CSRF_HOLE = "C" * CSRF_TOKEN_LENGTH
+    _USER_HOLE = 987654321
+
+    def __init__(self, serialization: Serialization = "php") -> None:
+        self.serialization = serialization
+        text = serialize_attributes(session_attributes(self._USER_HOLE, self._CSRF_HOLE), serialization)
+        head, rest = text.split(self._CSRF_HOLE)
+        middle, tail = rest.split(str(self._USER_HOLE))
+        self._head, self._middle, self._tail = head, middle, tail
+
+    def payload(self, user_id: int, csrf_token: str) -> str:
+        text = f"{self._head}{csrf_token}{self._middle}{user_id}{self._tail}"
+        return base64.b64encode(text.encode("ascii")).decode("ascii")
+
+    def payloads(self, user_ids: list[int]) -> list[str]:
+        tokens = random_alnum_block(len(user_ids), CSRF_TOKEN_LENGTH)
+        return [self.payload(uid, tok) for uid, tok in zip(user_ids, tokens, strict=True)]
+
+
+def new_session_ids(count: int) -> list[str]:
+    """Fresh ids as ``Str::random(40)`` makes them."""
+    return random_alnum_block(count, SESSION_ID_LENGTH)
+
+
+def clean_ip(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > IP_ADDRESS_MAX:
+        return None
+    return value
+
+
+def clean_user_agent(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value[:USER_AGENT_MAX]

@@ -1,0 +1,175 @@
+"""The one-machine driver: the same engine calls the Lambdas make, over a pool of workers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenmigration.config import Settings
+from tokenmigration.db.connection import make_engine
+from tokenmigration.engine.migrator import Migrator
+from tokenmigration.engine.results import Chunk, ChunkResult, Problem, RollbackResult
+from tokenmigration.engine.runs import new_run_id
+from tokenmigration.redis_client import connect
+
+ProgressCallback = Callable[["RunSummary"], None]
+
+
+@dataclass(slots=True)
+class RunSummary:
+    run_id: str
+    kind: str
+    dry_run: bool = False
+    total_users: int = 0
+    total_batches: int = 0
+    current_batch: int = 0
+    processed_users: int = 0
+    migrated_users: int = 0
+    skipped_users: int = 0
+    failed_users: int = 0
+    sessions_migrated: int = 0
+    tokens_revoked: int = 0
+    sessions_removed: int = 0
+    skip_reasons: Counter[str] = field(default_factory=Counter)
+    session_kinds: Counter[str] = field(default_factory=Counter)
+    problems: list[Problem] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        return self.processed_users / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta_seconds(self) -> float | None:
+        remaining = self.total_users - self.processed_users
+        if remaining <= 0:
+            return 0.0
+        return remaining / self.rate if self.rate > 0 else None
+
+    def add_chunk(self, result: ChunkResult) -> None:
+        self.current_batch += 1
+        self.processed_users += result.processed_users
+        self.migrated_users += result.migrated_users
+        self.skipped_users += result.skipped_users
+        self.failed_users += result.failed_users
+        self.sessions_migrated += result.sessions_migrated
+        self.skip_reasons.update(result.skip_reasons)
+        self.problems += result.problems
+
+    def add_rollback(self, result: RollbackResult, chunk: Chunk) -> None:
+        self.current_batch += 1
+        self.processed_users += chunk.users
+        self.migrated_users += result.users
+        self.tokens_revoked += result.tokens_revoked
+        self.sessions_removed += result.sessions_removed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "kind": self.kind,
+            "dry_run": self.dry_run,
+            "total_users": self.total_users,
+            "processed_users": self.processed_users,
+            "migrated_users": self.migrated_users,
+            "skipped_users": self.skipped_users,
+            "failed_users": self.failed_users,
+            "sessions_migrated": self.sessions_migrated,
+            "tokens_revoked": self.tokens_revoked,
+            "sessions_removed": self.sessions_removed,
+            "skip_reasons": dict(self.skip_reasons),
+            "session_kinds": dict(self.session_kinds),
+            "problems": len(self.problems),
+            "elapsed_seconds": round(self.elapsed, 3),
+        }
+
+
+# --- worker side: one Migrator per worker process -------------------------------------------------
+
+_worker: Migrator | None = None
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker
+    _worker = Migrator(settings, make_engine(settings.database_url), connect(settings.redis_url))
+
+
+def _migrate(chunk: Chunk, run_id: str, dry_run: bool) -> ChunkResult:
+    return _worker.migrate_chunk(chunk, run_id, dry_run)
+
+
+def _rollback(chunk: Chunk) -> RollbackResult:
+    return _worker.rollback_chunk(chunk)
+
+
+class LocalDriver:
+    """Runs a whole migration or rollback on this machine.
+
+    Workers are processes when the database and Redis are servers; an embedded
+    Redis or SQLite file lives in this process, so those runs use threads.
+    """
+
+    def __init__(self, settings: Settings, migrator: Migrator, workers: int = 2) -> None:
+        self.settings = settings
+        self.migrator = migrator
+        self.workers = max(1, workers)
+
+    def _pool(self) -> Executor:
+        in_process = self.migrator.redis is not None and type(self.migrator.redis).__module__.startswith("fakeredis")
+        if self.workers == 1 or in_process or self.migrator.engine.dialect.name == "sqlite":
+            global _worker
+            _worker = self.migrator
+            return ThreadPoolExecutor(max_workers=1 if self.migrator.engine.dialect.name == "sqlite"
+                                      else self.workers)
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_init_worker,
+            initargs=(self.settings,),
+        )
+
+    def migrate(self, chunk_size: int, dry_run: bool = False, progress: ProgressCallback | None = None
+                ) -> RunSummary:
+        run_id = new_run_id("migration")
+        summary = RunSummary(run_id, "migration", dry_run)
+        plan = self.migrator.plan(run_id, chunk_size)
+        summary.total_users, summary.total_batches = plan.total_users, len(plan.chunks)
+        summary.session_kinds.update(plan.scan.kinds)
+        summary.problems += plan.scan.problems
+        if progress:
+            progress(summary)
+        try:
+            with self._pool() as pool:
+                futures = [pool.submit(_migrate, chunk, run_id, dry_run) for chunk in plan.chunks]
+                for future in as_completed(futures):
+                    summary.add_chunk(future.result())
+                    if progress:
+                        progress(summary)
+        finally:
+            self.migrator.discard_index(run_id, plan.chunks)
+        summary.finished = time.monotonic()
+        return summary
+
+    def rollback(self, chunk_size: int, progress: ProgressCallback | None = None) -> RunSummary:
+        summary = RunSummary(new_run_id("rollback"), "rollback")
+        chunks = self.migrator.plan_rollback(chunk_size)
+        summary.total_users, summary.total_batches = sum(c.users for c in chunks), len(chunks)
+        if progress:
+            progress(summary)
+        with self._pool() as pool:
+            futures = {pool.submit(_rollback, chunk): chunk for chunk in chunks}
+            for future in as_completed(futures):
+                summary.add_rollback(future.result(), futures[future])
+                if progress:
+                    progress(summary)
+        summary.finished = time.monotonic()
+        return summary
