@@ -73,29 +73,35 @@ laravel_sessions = Table(
 USER_COLUMNS = {"migrated_to_sanctum_at": Timestamp, "migration_token_id": BigInteger()}
 USERS_MIGRATED_INDEX = "users_migrated_to_sanctum_at_index"
 
-# Lightweight handles for queries: only the columns this tool reads or writes.
-users = table("users", column("id"), column("migrated_to_sanctum_at"), column("migration_token_id"))
+# Lightweight handles for queries: only the columns this tool reads or writes, typed so that
+# SQLite gets timestamps through SQLAlchemy's own conversion.
+users = table(
+    "users",
+    column("id", BigInteger),
+    column("migrated_to_sanctum_at", Timestamp),
+    column("migration_token_id", BigInteger),
+)
 tokens = table(
     "personal_access_tokens",
-    column("id"),
-    column("tokenable_type"),
-    column("tokenable_id"),
-    column("name"),
-    column("token"),
-    column("abilities"),
-    column("last_used_at"),
-    column("expires_at"),
-    column("created_at"),
-    column("updated_at"),
+    column("id", BigInteger),
+    column("tokenable_type", String),
+    column("tokenable_id", BigInteger),
+    column("name", Text),
+    column("token", String),
+    column("abilities", Text),
+    column("last_used_at", Timestamp),
+    column("expires_at", Timestamp),
+    column("created_at", Timestamp),
+    column("updated_at", Timestamp),
 )
 sessions = table(
     "sessions",
-    column("id"),
-    column("user_id"),
-    column("ip_address"),
-    column("user_agent"),
-    column("payload"),
-    column("last_activity"),
+    column("id", String),
+    column("user_id", BigInteger),
+    column("ip_address", String),
+    column("user_agent", Text),
+    column("payload", Text),
+    column("last_activity", Integer),
 )
 
 # Every token this tool created (bulk runs, single-user route, exchange), so rollback removes

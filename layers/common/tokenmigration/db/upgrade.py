@@ -20,6 +20,9 @@ def upgrade(engine: Engine) -> list[str]:
     if not inspector.has_table("users"):
         raise SchemaError("the users table does not exist: point DATABASE_URL at the Laravel database")
     present = {c["name"] for c in inspector.get_columns("users")}
+    # Inspect before writing: on SQLite a second connection cannot read while this one writes.
+    missing = [t for t in own_metadata.sorted_tables if not inspector.has_table(t.name)]
+    indexed = USERS_MIGRATED_INDEX in {ix["name"] for ix in inspector.get_indexes("users")}
     with engine.begin() as conn:
         for name, type_ in USER_COLUMNS.items():
             if name not in present:
@@ -27,10 +30,9 @@ def upgrade(engine: Engine) -> list[str]:
                 ddl = type_.compile(dialect=engine.dialect)
                 conn.execute(text(f"ALTER TABLE users ADD COLUMN {name} {ddl} NULL"))
                 done.append(f"added users.{name}")
-        missing = [t for t in own_metadata.sorted_tables if not inspector.has_table(t.name)]
         own_metadata.create_all(conn, tables=missing)
         done += [f"created table {t.name}" for t in missing]
-    if USERS_MIGRATED_INDEX not in {ix["name"] for ix in inspector.get_indexes("users")}:
+    if not indexed:
         _create_users_index(engine)
         done.append(f"created index {USERS_MIGRATED_INDEX}")
     return done

@@ -24,10 +24,6 @@ def stats(engine: Engine) -> dict[str, Any]:
             ).select_from(users)
         ).one()
         failed = conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one()
-    if isinstance(last, str):  # SQLite hands back the stored text
-        from datetime import datetime
-
-        last = datetime.fromisoformat(last)
     return {
         "total_users": total,
         "migrated_users": migrated,

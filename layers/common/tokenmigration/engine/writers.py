@@ -131,7 +131,7 @@ class GenericChunkWriter:
                 select(tokens.c.tokenable_id, tokens.c.id).where(
                     tokens.c.tokenable_type == ctx.tokenable_type, tokens.c.tokenable_id.in_(part)
                 )
-            ).tuples().all())
+            ).all())
         conn.execute(insert(ledger_tokens), [
             {"token_id": tid, "user_id": uid, "run_id": ctx.run_id, "created_at": ctx.now}
             for uid, tid in new_ids.items()

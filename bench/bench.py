@@ -1,0 +1,461 @@
+"""``make bench``: the engine against the per-user baseline, on identical data, with a verdict.
+
+Steps:
+
+1. Seed a fresh PostgreSQL database (Laravel tables + ``db upgrade``) and a
+   dedicated Redis DB with ``tokenmigration.demo_data.seed``.
+2. Copy the database twice with ``CREATE DATABASE ... TEMPLATE`` so both
+   contestants start from byte-identical rows. Migration only reads the Redis
+   sessions, so both share them.
+3. Run the baseline (bench/baseline.py, one process, per-user transactions) on
+   copy A and the real CLI (``tokenmigration migrate``) as a subprocess on
+   copy B, each timed end to end.
+4. Check both copies hold the same outcome, and the outcome the seed predicts.
+5. Print the report and write it to bench/results/latest.json.
+6. Drop the databases and flush the Redis DB, unless --keep.
+
+Exit status: 0 when the run is valid (engine succeeded, results equivalent),
+1 otherwise. Whether the performance goals are met is reported, not enforced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import redis
+from baseline import TOKENABLE_TYPE, BaselineResult, run_baseline
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+from tokenmigration.db.connection import make_engine
+from tokenmigration.db.upgrade import create_laravel_tables, upgrade
+from tokenmigration.demo_data import SeedReport, seed
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+PREFIX = "sess:"
+GOAL_RATIO = 50.0
+GOAL_USERS_PER_SECOND = 20_000.0
+
+
+# --- options ------------------------------------------------------------------------------------
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark `tokenmigration migrate` against the per-user baseline on seeded data.",
+    )
+    parser.add_argument("--users", type=_positive, default=100_000, help="users to seed (default 100000)")
+    parser.add_argument("--chunk-size", type=_positive, default=2000, help="engine chunk size (default 2000)")
+    parser.add_argument("--workers", type=_positive, default=2, help="engine workers (default 2)")
+    parser.add_argument("--baseline-users", type=_positive, default=None,
+                        help="run the baseline on only the first N users and extrapolate its rate "
+                             "(default: all users)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the databases and the Redis DB afterwards (to inspect or rerun by hand)")
+    parser.add_argument("--pg-server", default="postgresql+pg8000://postgres@127.0.0.1:5432/postgres",
+                        help="URL of a database to issue CREATE/DROP DATABASE from")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379",
+                        help="Redis server, without a DB number")
+    parser.add_argument("--redis-db", type=int, default=14,
+                        help="Redis DB number to seed; it is FLUSHED (default 14)")
+    parser.add_argument("--db-prefix", default="tm_bench", help="database names: <prefix>_src, _a, _b")
+    args = parser.parse_args(argv)
+    if args.baseline_users is None or args.baseline_users > args.users:
+        args.baseline_users = args.users
+    return args
+
+
+# --- databases ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Databases:
+    server_url: str
+    src: str
+    a: str
+    b: str
+
+    def url(self, name: str) -> str:
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return (self.src, self.a, self.b)
+
+
+def admin_engine(server_url: str) -> Engine:
+    # CREATE/DROP DATABASE cannot run in a transaction block; NullPool leaves no idle session behind
+    # that would keep a template "in use".
+    return create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+
+def drop_database(admin: Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def checkpoint(admin: Engine) -> None:
+    """Flush dirty buffers so a timed phase does not pay for the writes of the phase before it."""
+    with admin.connect() as conn:
+        conn.execute(text("CHECKPOINT"))
+
+
+def build_source(admin: Engine, dbs: Databases, client: redis.Redis, users: int) -> SeedReport:
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{dbs.src}"'))
+    engine = make_engine(dbs.url(dbs.src))
+    try:
+        create_laravel_tables(engine)
+        upgrade(engine)
+        report = seed(engine, client, users=users, prefix=PREFIX)
+        # Fresh statistics and visibility map, copied into both clones, so neither contestant pays
+        # for autovacuum catching up. VACUUM needs a connection with no transaction open (pre-ping
+        # opens one on pooled connections), hence a fresh autocommit engine.
+        vacuum = admin_engine(dbs.url(dbs.src))
+        with vacuum.connect() as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+        vacuum.dispose()
+    finally:
+        # A template must have no other session connected when it is copied.
+        engine.dispose()
+    return report
+
+
+def copy_database(admin: Engine, template: str, name: str) -> None:
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+
+# --- the engine, as a subprocess ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class EngineRun:
+    command: list[str]
+    seconds: float
+    returncode: int
+    peak_rss_mib: float
+    log: str
+
+
+def run_engine(database_url: str, redis_url: str, workers: int, chunk_size: int, log_path: Path) -> EngineRun:
+    cli = Path(sys.executable).parent / "tokenmigration"
+    if not cli.exists():
+        raise SystemExit(f"bench: {cli} not found: install the package into this venv (pip install -e .)")
+    command = [str(cli), "migrate", "--yes", "--workers", str(workers), "--chunk-size", str(chunk_size)]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        # Pin what the comparison depends on, so a stray setting in the caller's shell cannot make the
+        # engine read other keys or write other rows than the baseline does.
+        "EXPRESS_SESSION_PREFIX": PREFIX,
+        "EXPRESS_USER_ID_PATH": "passport.user",
+        "SANCTUM_TOKENABLE_TYPE": TOKENABLE_TYPE,
+    }
+    if resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss:
+        # ru_maxrss of children is a maximum over every child ever waited for: a previous child
+        # would hide the engine's figure.
+        raise RuntimeError("bench: a child process ran before the engine; its peak memory would be ambiguous")
+    with log_path.open("wb") as log:
+        started = time.perf_counter()
+        completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, check=False)
+        seconds = time.perf_counter() - started
+    # Linux reports KiB. The figure is the largest single process among the CLI and its workers
+    # (each worker's usage is folded into the CLI's children when the CLI reaps it), not their sum.
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return EngineRun(command, seconds, completed.returncode, peak_kib / 1024, str(log_path))
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a migration left in one database, for users with id <= cutoff."""
+
+    users: int = 0
+    users_migrated: int = 0
+    tokens_created: int = 0
+    session_rows: int = 0
+    bad_token_links: int = 0  # migrated users whose migration_token_id is not a token of theirs
+    migrated_ids: list[int] = field(default_factory=list, repr=False)
+    sessions_per_user: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def counts(self) -> dict[str, int]:
+        return {"users": self.users, "users_migrated": self.users_migrated,
+                "tokens_created": self.tokens_created, "session_rows": self.session_rows,
+                "bad_token_links": self.bad_token_links}
+
+
+def expected_outcome(report: SeedReport, cutoff: int) -> Outcome:
+    """What the seed implies: every user without a prior token is migrated with all its sessions."""
+    holders = set(report.users_with_tokens)
+    in_range = [uid for uid in report.user_ids if uid <= cutoff]
+    migrated = [uid for uid in in_range if uid not in holders]
+    per_user = {uid: report.sessions_by_user[uid] for uid in migrated if report.sessions_by_user[uid]}
+    return Outcome(len(in_range), len(migrated), len(migrated), sum(per_user.values()), 0, migrated, per_user)
+
+
+def read_outcome(database_url: str, cutoff: int, seeded_tokens: int) -> Outcome:
+    engine = make_engine(database_url)
+    params = {"cut": cutoff, "type": TOKENABLE_TYPE}
+    try:
+        with engine.connect() as conn:
+            users = conn.execute(text("SELECT count(*) FROM users WHERE id <= :cut"), params).scalar_one()
+            tokens = conn.execute(text(
+                "SELECT count(*) FROM personal_access_tokens "
+                "WHERE tokenable_type = :type AND tokenable_id <= :cut"
+            ), params).scalar_one()
+            bad_links = conn.execute(text(
+                "SELECT count(*) FROM users u "
+                "LEFT JOIN personal_access_tokens t ON t.id = u.migration_token_id "
+                "WHERE u.id <= :cut AND u.migrated_to_sanctum_at IS NOT NULL "
+                "AND (t.id IS NULL OR t.tokenable_id <> u.id OR t.tokenable_type <> :type)"
+            ), params).scalar_one()
+            migrated_ids = list(conn.execute(text(
+                "SELECT id FROM users WHERE id <= :cut AND migrated_to_sanctum_at IS NOT NULL ORDER BY id"
+            ), params).scalars())
+            per_user = {int(uid): int(n) for uid, n in conn.execute(text(
+                "SELECT user_id, count(*) FROM sessions WHERE user_id <= :cut GROUP BY user_id"
+            ), params)}
+    finally:
+        engine.dispose()
+    return Outcome(users, len(migrated_ids), tokens - seeded_tokens, sum(per_user.values()), bad_links,
+                   migrated_ids, per_user)
+
+
+def mismatches(expected: Outcome, actual: Outcome, label: str) -> list[str]:
+    """How ``actual`` departs from ``expected``; two outcomes equal to it are equal to each other."""
+    problems = [
+        f"{label}: {name} is {getattr(actual, name):,}, expected {getattr(expected, name):,}"
+        for name in ("users", "users_migrated", "tokens_created", "session_rows")
+        if getattr(actual, name) != getattr(expected, name)
+    ]
+    # Equal counts could still hide different users; compare the sets themselves.
+    if actual.migrated_ids != expected.migrated_ids:
+        problems.append(f"{label}: the set of migrated users is not the expected one")
+    if actual.sessions_per_user != expected.sessions_per_user:
+        problems.append(f"{label}: session rows per user differ from the seeded sessions")
+    if actual.bad_token_links:
+        problems.append(f"{label}: {actual.bad_token_links:,} migrated users point at a token not theirs")
+    return problems
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def baseline_rate(result: BaselineResult, total_users: int) -> tuple[float, float, bool]:
+    """(users/s, seconds for all users, extrapolated?) of the baseline.
+
+    A partial run is extrapolated as one full SCAN plus the measured per-user cost times every
+    user: the SCAN is paid once whatever the number of users, so it is not scaled up.
+    """
+    if result.users >= total_users:
+        return total_users / result.seconds, result.seconds, False
+    estimate = result.scan_seconds + result.seconds_per_user * total_users
+    return total_users / estimate, estimate, True
+
+
+def side_by_side(expected: Outcome, baseline: Outcome, engine: Outcome) -> str:
+    rows = [("", "expected", "baseline (A)", "engine (B)")]
+    for name, label in (("users", "users in range"), ("users_migrated", "users migrated"),
+                        ("tokens_created", "tokens created"), ("session_rows", "session rows"),
+                        ("bad_token_links", "bad token links")):
+        rows.append((label, *(f"{getattr(o, name):,}" for o in (expected, baseline, engine))))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for label, *cells in rows:
+        lines.append("  " + label.ljust(widths[0])
+                     + "".join("  " + c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)))
+    return "\n".join(lines)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def postgres_version(admin: Engine) -> str:
+    with admin.connect() as conn:
+        return str(conn.execute(text("SHOW server_version")).scalar_one())
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> int:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    dbs = Databases(args.pg_server, f"{args.db_prefix}_src", f"{args.db_prefix}_a", f"{args.db_prefix}_b")
+    redis_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
+    client = redis.Redis.from_url(redis_url)
+    admin = admin_engine(args.pg_server)
+    for name in dbs.names:  # leftovers of an interrupted run
+        drop_database(admin, name)
+    client.flushdb()
+    try:
+        return _run(args, dbs, admin, client, redis_url)
+    finally:
+        if args.keep:
+            log(f"kept databases {', '.join(dbs.names)} and Redis DB {args.redis_db} (--keep)")
+        else:
+            for name in dbs.names:
+                drop_database(admin, name)
+            client.flushdb()
+            log(f"dropped databases {', '.join(dbs.names)}; flushed Redis DB {args.redis_db}")
+        admin.dispose()
+
+
+def _run(args: argparse.Namespace, dbs: Databases, admin: Engine, client: redis.Redis, redis_url: str) -> int:
+    log(f"seeding {args.users:,} users into {dbs.src} and Redis DB {args.redis_db} ...")
+    started = time.perf_counter()
+    report = build_source(admin, dbs, client, args.users)
+    sessions_total = sum(report.sessions.values())
+    log(f"seeded in {time.perf_counter() - started:.1f}s: {sessions_total:,} session keys "
+        f"({report.sessions['logged_in']:,} logged in), {len(report.users_with_tokens):,} users already "
+        "holding a token")
+    copy_database(admin, dbs.src, dbs.a)
+    copy_database(admin, dbs.src, dbs.b)
+    log(f"copied {dbs.src} to {dbs.a} (baseline) and {dbs.b} (engine)")
+
+    partial = args.baseline_users < args.users
+    checkpoint(admin)
+    log(f"baseline: per-user transactions on {dbs.a}, "
+        + (f"first {args.baseline_users:,} of {args.users:,} users (rate extrapolated) ..." if partial
+           else f"all {args.users:,} users ..."))
+    base = run_baseline(dbs.url(dbs.a), client, args.baseline_users if partial else None, PREFIX)
+    base_rate, base_full_seconds, extrapolated = baseline_rate(base, args.users)
+    log(f"baseline: {base.users:,} users in {base.seconds:.1f}s (scan {base.scan_seconds:.1f}s, "
+        f"loop {base.loop_seconds:.1f}s) -> {base_rate:,.0f} users/s"
+        + (f" extrapolated to {args.users:,} users ({base_full_seconds:.0f}s)" if extrapolated else ""))
+
+    checkpoint(admin)
+    log(f"engine: tokenmigration migrate --workers {args.workers} --chunk-size {args.chunk_size} "
+        f"on {dbs.b} ...")
+    eng = run_engine(dbs.url(dbs.b), redis_url, args.workers, args.chunk_size, RESULTS_DIR / "engine.log")
+    eng_rate = args.users / eng.seconds
+    log(f"engine: exit {eng.returncode} after {eng.seconds:.2f}s -> {eng_rate:,.0f} users/s, "
+        f"peak RSS {eng.peak_rss_mib:.0f} MiB (output in {eng.log})")
+
+    # Compare on the users the baseline walked; on a partial baseline, the engine's whole run is
+    # checked against the seed as well.
+    cutoff = base.last_user_id if base.last_user_id is not None else 0
+    expected = expected_outcome(report, cutoff)
+    seeded_in_range = sum(1 for uid in report.users_with_tokens if uid <= cutoff)
+    on_a = read_outcome(dbs.url(dbs.a), cutoff, seeded_in_range)
+    on_b = read_outcome(dbs.url(dbs.b), cutoff, seeded_in_range)
+    problems = mismatches(expected, on_a, "baseline") + mismatches(expected, on_b, "engine")
+    expected_all, engine_all = expected, on_b
+    if partial:
+        expected_all = expected_outcome(report, report.user_ids[-1])
+        engine_all = read_outcome(dbs.url(dbs.b), report.user_ids[-1], len(report.users_with_tokens))
+        problems += mismatches(expected_all, engine_all, "engine (all users)")
+    if eng.returncode != 0:
+        problems.append(f"the engine exited with status {eng.returncode}: see {eng.log}")
+
+    ratio = eng_rate / base_rate if base_rate else float("inf")
+    goals = {
+        f"engine >= {GOAL_RATIO:.0f}x baseline": ratio >= GOAL_RATIO,
+        f"engine >= {GOAL_USERS_PER_SECOND:,.0f} users/s": eng_rate >= GOAL_USERS_PER_SECOND,
+    }
+    valid = not problems
+
+    scope = (f"users with id <= {cutoff} (the {base.users:,} the baseline walked)" if partial
+             else f"all {args.users:,} users")
+    print()
+    print("=" * 78)
+    print(f"tokenmigration benchmark  ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+          f"PostgreSQL {postgres_version(admin)})")
+    print("=" * 78)
+    print(f"users                  {args.users:,}  ({len(report.users_with_tokens):,} already hold a token)")
+    print(f"Express session keys   {sessions_total:,}  ({report.sessions['logged_in']:,} logged in)")
+    print("  not migrated:        "
+          + ", ".join(f"{k} {v:,}" for k, v in sorted(report.sessions.items()) if k != "logged_in"))
+    print()
+    if extrapolated:
+        print(f"baseline               {base_rate:>10,.0f} users/s   EXTRAPOLATED: ran {base.users:,} of "
+              f"{args.users:,} users in {base.seconds:.1f}s")
+        print(f"                       (scan {base.scan_seconds:.1f}s once + "
+              f"{base.seconds_per_user * 1000:.3f} ms/user x {args.users:,} "
+              f"= {base_full_seconds:.0f}s estimated)")
+    else:
+        print(f"baseline               {base_rate:>10,.0f} users/s   measured: {args.users:,} users in "
+              f"{base.seconds:.1f}s (scan {base.scan_seconds:.1f}s)")
+    print(f"engine                 {eng_rate:>10,.0f} users/s   measured: {args.users:,} users in "
+          f"{eng.seconds:.2f}s, process start to exit, {args.workers} workers, chunks of {args.chunk_size:,}")
+    print(f"speed-up               {ratio:>10,.1f}x")
+    print(f"engine peak memory     {eng.peak_rss_mib:>10,.0f} MiB     (max RSS of the largest single process "
+          "of the run, not a sum)")
+    print()
+    print(f"results compared on {scope}:")
+    print(side_by_side(expected, on_a, on_b))
+    if partial:
+        print(f"  engine, all {args.users:,} users: migrated {engine_all.users_migrated:,} "
+              f"(expected {expected_all.users_migrated:,}), session rows {engine_all.session_rows:,} "
+              f"(expected {expected_all.session_rows:,})")
+    print()
+    for problem in problems:
+        print(f"MISMATCH  {problem}")
+    print(f"results equivalent     {'yes' if valid else 'NO'}")
+    for goal, met in goals.items():
+        print(f"goal {goal:<30} {'MET' if met else 'NOT MET'}")
+    print("=" * 78)
+
+    document: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                 "postgresql": postgres_version(admin), "platform": platform.platform()},
+        "options": {"users": args.users, "baseline_users": args.baseline_users, "workers": args.workers,
+                    "chunk_size": args.chunk_size},
+        "dataset": {"users": args.users, "users_holding_token": len(report.users_with_tokens),
+                    "session_keys": sessions_total, "sessions_by_kind": dict(report.sessions)},
+        "baseline": {"users_run": base.users, "extrapolated": extrapolated,
+                     "scan_seconds": round(base.scan_seconds, 3),
+                     "loop_seconds": round(base.loop_seconds, 3), "seconds": round(base.seconds, 3),
+                     "estimated_seconds_all_users": round(base_full_seconds, 3),
+                     "users_per_second": round(base_rate, 1)},
+        "engine": {"command": " ".join(eng.command[1:]), "seconds": round(eng.seconds, 3),
+                   "users_per_second": round(eng_rate, 1), "exit_status": eng.returncode,
+                   "peak_rss_mib": round(eng.peak_rss_mib, 1),
+                   "peak_rss_note": "largest single process of the run (CLI or one worker), not a sum",
+                   "log": eng.log},
+        "ratio": round(ratio, 2),
+        "verification": {"scope_max_user_id": cutoff, "expected": expected.counts(),
+                         "baseline": on_a.counts(), "engine": on_b.counts(), "equivalent": valid,
+                         "problems": problems},
+        "goals": {"ratio": GOAL_RATIO, "users_per_second": GOAL_USERS_PER_SECOND,
+                  "ratio_met": goals[f"engine >= {GOAL_RATIO:.0f}x baseline"],
+                  "users_per_second_met": goals[f"engine >= {GOAL_USERS_PER_SECOND:,.0f} users/s"]},
+        "baseline_detail": asdict(base),
+    }
+    out = RESULTS_DIR / "latest.json"
+    out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out}")
+    return 0 if valid else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The ``tokenmigration`` command line."""

@@ -1,0 +1,242 @@
+"""``tokenmigration``: schema upgrade, one-machine migration and rollback, stats, cleanup, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from tokenmigration.cli.output import duration, table
+from tokenmigration.cli.progress import ProgressBar
+from tokenmigration.config import ConfigError, Settings
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _chunk_size(text: str) -> int:
+    value = _positive(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError("must be at most 10000")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenmigration",
+        description="Move logged-in users from Express sessions (Redis) to Laravel Sanctum tokens and "
+        "Laravel database sessions. Configuration comes from the environment (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    db = sub.add_parser("db", help="schema commands")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")
+    db_sub.add_parser("upgrade", help="add this tool's columns and ledger tables (idempotent)")
+    db_sub.add_parser("create-laravel-tables", help="create users, sessions, personal_access_tokens (demos/tests)")
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--chunk-size", type=_chunk_size, default=2000, help="users per chunk (default 2000)")
+        p.add_argument("--workers", type=_positive, default=os.cpu_count() or 2,
+                       help="parallel workers (default: one per CPU)")
+        p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    migrate = sub.add_parser("migrate", help="migrate every user on this machine")
+    run_options(migrate)
+    migrate.add_argument("--dry-run", action="store_true", help="compute the same counts, write nothing")
+    migrate.add_argument("--errors-file", help="write every per-user/per-session problem as JSON lines here")
+
+    rollback = sub.add_parser("rollback", help="remove everything this tool created, for every user")
+    run_options(rollback)
+
+    stats = sub.add_parser("stats", help="migration state, from the database")
+    stats.add_argument("--json", action="store_true")
+
+    cleanup = sub.add_parser("cleanup", help="prune expired migration tokens, stale sessions, old ledger rows")
+    cleanup.add_argument("--dry-run", action="store_true", help="report what would be removed")
+    cleanup.add_argument("--json", action="store_true")
+
+    demo = sub.add_parser("demo", help="seed demo data, migrate it, check and print the result")
+    demo.add_argument("--users", type=_positive, default=3000, help="demo users (default 3000)")
+    return parser
+
+
+def confirm(question: str, assume_yes: bool) -> None:
+    if assume_yes:
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise CliError(f"{question} Refusing without a terminal to confirm on: pass --yes.")
+    answer = input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise CliError("aborted")
+
+
+def _services(settings: Settings):
+    from tokenmigration.db.connection import make_engine
+    from tokenmigration.engine.migrator import Migrator
+    from tokenmigration.redis_client import connect
+
+    settings.require("database_url", "redis_url")
+    engine = make_engine(settings.database_url)
+    migrator = Migrator(settings, engine, connect(settings.redis_url))
+    migrator.check_schema()
+    return migrator
+
+
+def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+def cmd_db(args, settings: Settings) -> int:
+    from tokenmigration.db.connection import make_engine
+    from tokenmigration.db.upgrade import create_laravel_tables, upgrade
+
+    settings.require("database_url")
+    engine = make_engine(settings.database_url)
+    done = upgrade(engine) if args.db_command == "upgrade" else create_laravel_tables(engine)
+    print("\n".join(done) if done else "nothing to do: already up to date")
+    return EXIT_OK
+
+
+def run_summary_table(summary) -> str:
+    rows: list[tuple[str, Any]] = [("run", summary.run_id)]
+    if summary.kind == "migration":
+        rows += [
+            ("mode", "dry run (nothing written)" if summary.dry_run else "live"),
+            ("users planned", f"{summary.total_users:,}"),
+            ("users processed", f"{summary.processed_users:,}"),
+            ("migrated", f"{summary.migrated_users:,}"),
+            ("skipped", f"{summary.skipped_users:,}"),
+        ]
+        rows += [(f"  {reason}", f"{n:,}") for reason, n in sorted(summary.skip_reasons.items())]
+        rows += [("failed", f"{summary.failed_users:,}"), ("sessions migrated", f"{summary.sessions_migrated:,}")]
+        kinds = {k: v for k, v in summary.session_kinds.items() if k != "logged_in"}
+        if kinds:
+            rows.append(("other Express sessions", ""))
+            rows += [(f"  {kind}", f"{n:,}") for kind, n in sorted(kinds.items())]
+    else:
+        rows += [
+            ("users rolled back", f"{summary.migrated_users:,}"),
+            ("tokens revoked", f"{summary.tokens_revoked:,}"),
+            ("sessions removed", f"{summary.sessions_removed:,}"),
+        ]
+    rows += [("elapsed", duration(summary.elapsed)), ("rate", f"{summary.rate:,.0f} users/s")]
+    return table(rows)
+
+
+def problems_table(problems, limit: int = 10) -> str:
+    by_code = Counter(p.code for p in problems)
+    examples = {}
+    for p in problems:
+        examples.setdefault(p.code, p)
+    rows = [(code, f"{n:,}", examples[code].message) for code, n in by_code.most_common(limit)]
+    return table(rows, headers=("problem", "count", "example"))
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    from tokenmigration.local_driver import LocalDriver
+
+    migrator = _services(settings)
+    if not args.dry_run:
+        confirm("Migrate every user to Sanctum tokens and Laravel sessions?", args.yes)
+    bar = ProgressBar(quiet=args.json)
+    try:
+        summary = LocalDriver(settings, migrator, args.workers).migrate(args.chunk_size, args.dry_run, bar)
+    finally:
+        bar.close()
+    if args.errors_file:
+        with open(args.errors_file, "w", encoding="utf-8") as fh:
+            for problem in summary.problems:
+                fh.write(json.dumps(problem.to_dict()) + "\n")
+    text = run_summary_table(summary)
+    if summary.problems:
+        text += "\n\n" + problems_table(summary.problems)
+    _emit(summary.to_dict(), args.json, text)
+    return EXIT_FAILURES if summary.failed_users else EXIT_OK
+
+
+def cmd_rollback(args, settings: Settings) -> int:
+    from tokenmigration.local_driver import LocalDriver
+
+    migrator = _services(settings)
+    confirm("Remove every token and session this tool created, for every user?", args.yes)
+    bar = ProgressBar(quiet=args.json)
+    try:
+        summary = LocalDriver(settings, migrator, args.workers).rollback(args.chunk_size, bar)
+    finally:
+        bar.close()
+    _emit(summary.to_dict(), args.json, run_summary_table(summary))
+    return EXIT_OK
+
+
+def cmd_stats(args, settings: Settings) -> int:
+    from tokenmigration.engine.reporting import stats
+
+    data = stats(_services(settings).engine)
+    _emit(data, args.json, table((k, v if v is not None else "-") for k, v in data.items()))
+    return EXIT_OK
+
+
+def cmd_cleanup(args, settings: Settings) -> int:
+    from tokenmigration.engine.cleanup import cleanup
+
+    migrator = _services(settings)
+    data = cleanup(migrator.engine, settings, args.dry_run, migrator.has_expires_at)
+    verb = "would remove" if args.dry_run else "removed"
+    text = table([(k.replace("_", " "), f"{v:,}") for k, v in data["details"].items()],
+                 headers=("item", verb))
+    _emit(data, args.json, text)
+    return EXIT_OK
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from tokenmigration.cli.demo import run_demo
+
+    return run_demo(settings, args.users)
+
+
+COMMANDS = {"db": cmd_db, "migrate": cmd_migrate, "rollback": cmd_rollback, "stats": cmd_stats,
+            "cleanup": cmd_cleanup, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return COMMANDS[args.command](args, settings)
+    except (ConfigError, CliError) as exc:
+        print(f"tokenmigration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ntokenmigration: interrupted; every finished chunk is committed, run again to continue",
+              file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from tokenmigration.cli.errors import describe
+
+        message = describe(exc)
+        if message is None:
+            raise
+        print(f"tokenmigration: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

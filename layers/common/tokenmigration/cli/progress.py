@@ -1,0 +1,48 @@
+"""A progress bar with users/s and ETA on a terminal; periodic plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from tokenmigration.cli.output import duration
+from tokenmigration.local_driver import RunSummary
+
+
+class ProgressBar:
+    def __init__(self, stream: TextIO = sys.stderr, width: int = 30, quiet: bool = False) -> None:
+        self.stream = stream
+        self.width = width
+        self.quiet = quiet
+        self.interactive = stream.isatty()
+        self._last_line = 0.0
+        self._drawn = False
+
+    def __call__(self, summary: RunSummary) -> None:
+        if self.quiet:
+            return
+        total = summary.total_users or 0
+        done = summary.processed_users
+        fraction = done / total if total else 1.0
+        filled = int(self.width * fraction)
+        bar = "#" * filled + "-" * (self.width - filled)
+        failures = f"  failed {summary.failed_users:,}" if summary.failed_users else ""
+        line = (f"{summary.kind} [{bar}] {fraction * 100:5.1f}%  {done:,}/{total:,} users  "
+                f"{summary.rate:,.0f} users/s  ETA {duration(summary.eta_seconds)}{failures}")
+        if self.interactive:
+            self.stream.write("\r" + line + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        else:
+            now = time.monotonic()
+            finished = total and done >= total
+            if finished or now - self._last_line >= 5 or self._last_line == 0.0:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+                self._last_line = now
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()

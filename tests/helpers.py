@@ -1,0 +1,52 @@
+"""Small builders shared by the tests: rows and Express sessions as the real apps write them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, insert, select, text
+
+from tokenmigration.db.schema import laravel_users, sessions, tokens
+from tokenmigration.formats import sanctum
+
+
+def add_users(engine: Engine, ids: list[int]) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    with engine.begin() as conn:
+        conn.execute(insert(laravel_users), [
+            {"id": i, "name": f"u{i}", "email": f"u{i}@example.test", "password": "x", "created_at": now,
+             "updated_at": now} for i in ids
+        ])
+
+
+def add_app_token(engine: Engine, user_id: int, name: str = "app-token") -> int:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    with engine.begin() as conn:
+        return conn.execute(insert(tokens).values(
+            tokenable_type="App\\Models\\User", tokenable_id=user_id, name=name,
+            token=sanctum.mint_token().hash, abilities='["*"]', created_at=now, updated_at=now,
+        ).returning(tokens.c.id)).scalar_one()
+
+
+def express(user: object = None, **extra: object) -> bytes:
+    doc: dict = {"cookie": {"originalMaxAge": 86400000, "expires": "2030-01-01T00:00:00.000Z",
+                            "httpOnly": True, "path": "/"}}
+    if user is not None:
+        doc["passport"] = {"user": user}
+    doc.update(extra)
+    return json.dumps(doc).encode()
+
+
+def put_session(redis, sid: str, value: bytes, prefix: str = "sess:", ttl: int = 3600) -> None:
+    redis.set(prefix + sid, value, ex=ttl)
+
+
+def snapshot(engine: Engine) -> dict[str, list]:
+    """Every row of the three Laravel tables this tool touches, for exact before/after comparisons."""
+    with engine.connect() as conn:
+        return {
+            "users": [tuple(r) for r in conn.execute(text("SELECT * FROM users ORDER BY id"))],
+            "tokens": [tuple(r) for r in conn.execute(select(tokens).order_by(tokens.c.id))],
+            "sessions": [tuple(r) for r in conn.execute(select(sessions).order_by(sessions.c.id))],
+        }

@@ -1,0 +1,264 @@
+"""migrate_chunk and plan against real PostgreSQL / SQLite and Redis."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select, text
+
+from helpers import add_app_token, add_users, express, put_session, snapshot
+from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.migrator import Migrator, plan_chunks
+from tokenmigration.engine.results import Chunk
+from tokenmigration.engine.verify import verify_migrated
+from tokenmigration.formats.laravel_session import LOGIN_WEB_KEY, decode_payload, is_valid_session_id
+
+
+def run_all(migrator: Migrator, chunk_size: int = 2, dry_run: bool = False):
+    plan = migrator.plan("run-1", chunk_size)
+    results = [migrator.migrate_chunk(c, "run-1", dry_run) for c in plan.chunks]
+    return plan, results
+
+
+def total(results, field: str) -> int:
+    return sum(getattr(r, field) for r in results)
+
+
+def test_plan_chunks_by_user_count_not_id_span(db_engine):
+    add_users(db_engine, [1, 2, 3, 1000, 1001, 50_000, 50_001])
+    with db_engine.connect() as conn:
+        chunks = plan_chunks(conn, 3)
+    assert [(c.lo, c.hi, c.users) for c in chunks] == [(1, 3, 3), (1000, 50_000, 3), (50_001, 50_001, 1)]
+    assert [c.number for c in chunks] == [0, 1, 2]
+
+
+def test_migrates_users_with_their_live_sessions(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2, 3])
+    put_session(redis_client, "a" * 32, express(1, ip="203.0.113.9", userAgent="Firefox"))
+    put_session(redis_client, "b" * 32, express("1"))  # passport may store a string id
+    put_session(redis_client, "c" * 32, express({"id": 2, "username": "ann"}))
+    plan, results = run_all(migrator)
+    assert plan.total_users == 3
+    assert (total(results, "migrated_users"), total(results, "sessions_migrated")) == (3, 3)
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(sessions).order_by(sessions.c.user_id)).all()
+        marked = conn.execute(select(func.count()).where(users.c.migrated_to_sanctum_at.is_not(None))
+                              .select_from(users)).scalar_one()
+    assert marked == 3
+    assert [r.user_id for r in rows] == [1, 1, 2]
+    for row in rows:
+        assert is_valid_session_id(row.id)
+        attrs = decode_payload(row.payload)
+        assert attrs[LOGIN_WEB_KEY] == row.user_id and len(attrs["_token"]) == 40
+    carried = [r for r in rows if r.ip_address]
+    assert [(r.ip_address, r.user_agent) for r in carried] == [("203.0.113.9", "Firefox")]
+    assert all(c.ok for c in verify_migrated(db_engine, migrator.settings))
+
+
+def test_json_serialization_setting(settings, db_engine, redis_client):
+    migrator = Migrator(settings.replace(laravel_session_serialization="json"), db_engine, redis_client)
+    add_users(db_engine, [5])
+    put_session(redis_client, "s" * 32, express(5))
+    run_all(migrator)
+    with db_engine.connect() as conn:
+        payload = conn.execute(select(sessions.c.payload)).scalar_one()
+    assert decode_payload(payload, "json")[LOGIN_WEB_KEY] == 5
+
+
+def test_rerunning_a_chunk_changes_nothing(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2, 3, 4])
+    put_session(redis_client, "x" * 32, express(3))
+    plan, first = run_all(migrator, chunk_size=10)
+    before = snapshot(db_engine)
+    again = migrator.migrate_chunk(plan.chunks[0], "run-1")
+    assert snapshot(db_engine) == before
+    assert (again.migrated_users, again.skipped_users, again.skip_reasons["already_migrated"]) == (0, 4, 4)
+    assert first[0].migrated_users == 4
+
+
+def test_token_holders_and_migrated_users_are_skipped_not_failed(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    app_token = add_app_token(db_engine, 2)
+    put_session(redis_client, "y" * 32, express(2))
+    _, results = run_all(migrator)
+    r = results[0]
+    assert (r.migrated_users, r.skipped_users, r.failed_users) == (1, 1, 0)
+    assert r.skip_reasons == {"has_tokens": 1}
+    with db_engine.connect() as conn:
+        owned = conn.execute(select(tokens.c.id).where(tokens.c.tokenable_id == 2)).scalars().all()
+        user2 = conn.execute(select(users.c.migrated_to_sanctum_at).where(users.c.id == 2)).scalar_one()
+        user2_sessions = conn.execute(select(func.count()).select_from(sessions)
+                                      .where(sessions.c.user_id == 2)).scalar_one()
+    assert owned == [app_token] and user2 is None and user2_sessions == 0
+
+
+def test_another_models_token_does_not_count_as_the_users(migrator, db_engine):
+    add_users(db_engine, [7])
+    with db_engine.begin() as conn:
+        conn.execute(tokens.insert().values(tokenable_type="App\\Models\\Team", tokenable_id=7, name="t",
+                                            token="f" * 64, abilities="[]", created_at=utcnow(),
+                                            updated_at=utcnow()))
+    _, results = run_all(migrator)
+    assert results[0].migrated_users == 1
+
+
+def test_dry_run_counts_the_same_and_writes_nothing(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2, 3])
+    add_app_token(db_engine, 3)
+    put_session(redis_client, "d" * 32, express(1))
+    before = snapshot(db_engine)
+    _, dry = run_all(migrator, dry_run=True)
+    assert snapshot(db_engine) == before
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0
+    _, real = run_all(migrator)
+    for field in ("processed_users", "migrated_users", "skipped_users", "sessions_migrated"):
+        assert total(dry, field) == total(real, field), field
+
+
+def test_odd_session_values_are_reported_never_fatal(migrator, db_engine, redis_client):
+    add_users(db_engine, [0, 1, 2])
+    odd = {
+        "n1": b"null", "n2": b"", "n3": b"not json", "n4": b"[]", "n5": b'{"cookie": null}',
+        "n6": express("abc"), "n7": express(True), "n8": b"\xff\xfe", "n9": express(-4),
+    }
+    for sid, value in odd.items():
+        put_session(redis_client, sid, value)
+    put_session(redis_client, "anon", express(None))
+    put_session(redis_client, "zero", express(0))  # user id 0 is a logged-in user
+    put_session(redis_client, "ghost-in-range", express(2))
+    put_session(redis_client, "ghost-beyond", express(999))
+    with db_engine.begin() as conn:
+        conn.execute(text("DELETE FROM users WHERE id = 2"))
+    add_users(db_engine, [3])
+    plan, results = run_all(migrator, chunk_size=10)
+    kinds = plan.scan.kinds
+    assert kinds["null_value"] == 1 and kinds["empty_value"] == 1 and kinds["not_json"] == 1
+    assert kinds["not_an_object"] == 1 and kinds["invalid_cookie"] == 1 and kinds["not_utf8"] == 1
+    assert kinds["invalid_user_id"] == 3 and kinds["anonymous"] == 1
+    codes = sorted(p.code for p in plan.scan.problems + [p for r in results for p in r.problems])
+    assert codes.count("unknown_user") == 2  # user 2 (deleted, inside the chunk) and user 999 (beyond it)
+    assert total(results, "migrated_users") == 3 and total(results, "sessions_migrated") == 1
+    with db_engine.connect() as conn:
+        assert conn.execute(select(sessions.c.user_id)).scalars().all() == [0]
+    for problem in plan.scan.problems:
+        assert problem.session_id is None or len(problem.session_id) <= 9  # redacted, never the full id
+
+
+def test_unknown_users_inside_and_outside_chunk_bounds(migrator, db_engine, redis_client):
+    add_users(db_engine, [10, 20])
+    put_session(redis_client, "inside-bounds", express(15))
+    put_session(redis_client, "beyond-bounds", express(99))
+    plan, results = run_all(migrator, chunk_size=10)
+    scan_unknown = [p.user_id for p in plan.scan.problems if p.code == "unknown_user"]
+    chunk_unknown = [p.user_id for r in results for p in r.problems if p.code == "unknown_user"]
+    assert scan_unknown == [99] and chunk_unknown == [15]
+
+
+def test_sessions_that_ended_after_planning_are_not_migrated(migrator, db_engine, redis_client):
+    add_users(db_engine, [1])
+    put_session(redis_client, "stays", express(1))
+    put_session(redis_client, "logs-out", express(1))
+    plan = migrator.plan("run-1", 10)
+    redis_client.delete("sess:logs-out")
+    result = migrator.migrate_chunk(plan.chunks[0], "run-1")
+    assert result.sessions_migrated == 1
+
+
+def test_expired_keys_are_not_sessions(migrator, db_engine, redis_client):
+    add_users(db_engine, [1])
+    put_session(redis_client, "gone", express(1))
+    redis_client.pexpire("sess:gone", 1)
+    redis_client.delete("sess:gone")  # what expiry does, without waiting for it
+    _, results = run_all(migrator)
+    assert results[0].sessions_migrated == 0 and results[0].migrated_users == 1
+
+
+def test_token_expiry_setting(settings, db_engine, redis_client):
+    migrator = Migrator(settings.replace(migration_token_expires_days=30), db_engine, redis_client)
+    add_users(db_engine, [1])
+    run_all(migrator)
+    with db_engine.connect() as conn:
+        created, expires = conn.execute(select(tokens.c.created_at, tokens.c.expires_at)).one()
+    assert (expires - created).days == 30
+
+
+def test_ledger_records_exactly_what_was_created(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    put_session(redis_client, "l1", express(1))
+    put_session(redis_client, "l2", express(1))
+    run_all(migrator)
+    with db_engine.connect() as conn:
+        token_ids = set(conn.execute(select(tokens.c.id)).scalars())
+        ledger = set(conn.execute(select(ledger_tokens.c.token_id)).scalars())
+        session_ids = set(conn.execute(select(sessions.c.id)).scalars())
+        ledger_s = set(conn.execute(select(ledger_sessions.c.session_id)).scalars())
+        runs = set(conn.execute(select(ledger_sessions.c.run_id)).scalars())
+    assert token_ids == ledger and session_ids == ledger_s and runs == {"run-1"}
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+def test_two_workers_on_overlapping_chunks_migrate_each_user_once(settings, db_engine, redis_client):
+    ids = list(range(1, 401))
+    add_users(db_engine, ids)
+    for uid in ids:
+        put_session(redis_client, f"s{uid}", express(uid))
+    first = Migrator(settings, db_engine, redis_client)
+    plan = first.plan("run-1", 400)
+    second = Migrator(settings, db_engine, redis_client)
+    overlapping = [Chunk(0, 1, 400, 400), Chunk(0, 101, 400, 300)]
+    results = []
+    barrier = threading.Barrier(2)
+
+    def work(m, chunk):
+        barrier.wait()
+        results.append(m.migrate_chunk(chunk, "run-1"))
+
+    threads = [threading.Thread(target=work, args=(m, c)) for m, c in zip((first, second), overlapping)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert plan.chunks[0].users == 400
+    assert sum(r.migrated_users for r in results) == 400
+    assert sum(r.failed_users for r in results) == 0
+    with db_engine.connect() as conn:
+        per_user = conn.execute(text(
+            "SELECT tokenable_id, count(*) FROM personal_access_tokens GROUP BY tokenable_id HAVING count(*) > 1"
+        )).all()
+        session_count = conn.execute(select(func.count()).select_from(sessions)).scalar_one()
+    assert per_user == [] and session_count == 400
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+def test_a_user_row_held_by_the_app_fails_with_a_code_and_the_rest_proceeds(migrator, db_engine, pg_url):
+    add_users(db_engine, [1, 2, 3])
+    plan = migrator.plan("run-1", 10)
+    with db_engine.connect() as app:
+        app.execute(text("SELECT id FROM users WHERE id = 2 FOR UPDATE"))  # the app's open transaction
+        result = migrator.migrate_chunk(plan.chunks[0], "run-1")
+        app.rollback()
+    assert (result.migrated_users, result.failed_users, result.processed_users) == (2, 1, 3)
+    assert [(p.code, p.user_id) for p in result.problems] == [("user_locked", 2)]
+    with db_engine.connect() as conn:
+        assert conn.execute(select(ledger_failures.c.user_id, ledger_failures.c.code)).all() == [(2, "user_locked")]
+    retry = migrator.migrate_chunk(plan.chunks[0], "run-1")
+    assert (retry.migrated_users, retry.skipped_users, retry.failed_users) == (1, 2, 0)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one() == 0
+
+
+def test_sanctum_2_table_without_expires_at(settings, db_engine, redis_client):
+    with db_engine.begin() as conn:
+        conn.execute(text("DROP INDEX IF EXISTS ix_personal_access_tokens_expires_at"))
+        conn.execute(text("ALTER TABLE personal_access_tokens DROP COLUMN expires_at"))
+    add_users(db_engine, [1])
+    run_all(Migrator(settings, db_engine, redis_client))
+    with db_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM personal_access_tokens")).scalar_one() == 1
+    from tokenmigration.config import ConfigError
+
+    with pytest.raises(ConfigError, match="MIGRATION_TOKEN_EXPIRES_DAYS"):
+        Migrator(settings.replace(migration_token_expires_days=3), db_engine, redis_client).check_schema()
