@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 import redis
 from sqlalchemy import Connection, text
+
 from tokenmigration.db.connection import make_engine
 from tokenmigration.formats import sanctum
 from tokenmigration.formats.express import SessionDecoder, SessionKind

@@ -38,6 +38,7 @@ from baseline import TOKENABLE_TYPE, BaselineResult, run_baseline
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
 from tokenmigration.db.connection import make_engine
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import SeedReport, seed

@@ -216,7 +216,7 @@ def test_two_workers_on_overlapping_chunks_migrate_each_user_once(settings, db_e
         barrier.wait()
         results.append(m.migrate_chunk(chunk, "run-1"))
 
-    threads = [threading.Thread(target=work, args=(m, c)) for m, c in zip((first, second), overlapping)]
+    threads = [threading.Thread(target=work, args=(m, c)) for m, c in zip((first, second), overlapping, strict=True)]
     for t in threads:
         t.start()
     for t in threads:

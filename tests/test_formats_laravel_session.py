@@ -50,7 +50,7 @@ def test_login_web_key_literal():
 def test_login_web_key_is_sha1_of_session_guard_class():
     digest = hashlib.sha1(b"Illuminate\\Auth\\SessionGuard").hexdigest()
     assert digest == "59ba36addc2b2f9401580f014c7f58ea4e30989d"
-    assert LOGIN_WEB_KEY == "login_web_" + digest
+    assert "login_web_" + digest == LOGIN_WEB_KEY
     assert len(LOGIN_WEB_KEY) == 50
 
 
@@ -349,11 +349,9 @@ def test_clean_user_agent_drops_non_text(value):
     assert clean_user_agent(value) is None
 
 
-# PayloadFactory.payload() is public but splices the token into a frame cut for
-# a 40-char alphanumeric one: 's:40:' stays even when the token is shorter or
-# longer, and JSON escaping is skipped. payloads() never hits this (it draws
-# 40-alnum tokens), but a direct caller gets a payload Laravel cannot read.
-@pytest.mark.xfail(strict=True, reason="BUG: PayloadFactory.payload does not validate the CSRF token")
+# PayloadFactory.payload() splices the token into a frame cut for a 40-char
+# alphanumeric one ('s:40:' is baked in, JSON escaping is skipped), so it must
+# refuse anything else rather than build a payload Laravel cannot read.
 @pytest.mark.parametrize(
     ("serialization", "csrf"),
     [("php", "short"), ("php", "x" * 41), ("json", "a/b" * 13 + "c")],

@@ -89,8 +89,8 @@ class Settings:
             raise ConfigError("EXPRESS_SESSION_PREFIX must not be empty: the SCAN would match every key")
         database_url = env.get("DATABASE_URL", "").strip() or None
         if database_url and "://" not in database_url:
-            raise ConfigError(f"DATABASE_URL must be an SQLAlchemy URL such as postgresql+pg8000://..., "
-                              f"got something without a scheme")
+            raise ConfigError("DATABASE_URL must be an SQLAlchemy URL such as postgresql+pg8000://..., "
+                              "got something without a scheme")
         redis_url = env.get("REDIS_URL", "").strip() or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")

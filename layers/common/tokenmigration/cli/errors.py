@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import redis
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from tokenmigration.db.upgrade import SchemaError
 

@@ -30,7 +30,7 @@ def duration(seconds: float | None) -> str:
         return "--:--"
     if seconds < 60:
         return f"{seconds:.1f} s"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"

@@ -191,6 +191,9 @@ class Migrator:
             by_user[entry.user_id].append(entry)
         result = ChunkResult(chunk=number, dry_run=dry_run)
         outcome = _Outcome(result, {}, {}, {})
+        # Reflect the token table before the transaction: on SQLite a second connection would wait
+        # for this one's write lock.
+        self.has_expires_at  # noqa: B018
         with self.engine.connect() as conn, conn.begin() as transaction:
             busy = self._migrate_locked(conn, outcome, lo, hi, by_user, run_id, dry_run, keep_plaintext,
                                         skip_locked=True)
@@ -281,7 +284,7 @@ class Migrator:
             abilities=s.abilities_json,
             expires_at=now + timedelta(days=s.migration_token_expires_days) if s.migration_token_expires_days
             else None,
-            has_expires_at=self.has_expires_at,
+            has_expires_at=self._has_expires_at,
         )
         outcome.token_ids.update(self._writer.write(conn, ctx, token_rows, session_rows))
         for row in session_rows:

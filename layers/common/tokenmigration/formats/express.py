@@ -91,7 +91,7 @@ class SessionDecoder:
             return ParsedSession(SessionKind.EMPTY_VALUE)
         try:
             document = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             return ParsedSession(SessionKind.NOT_JSON)
         return self.classify(document)
 
@@ -103,11 +103,12 @@ class SessionDecoder:
         if not isinstance(document.get("cookie"), dict):
             return ParsedSession(SessionKind.INVALID_COOKIE)
         raw_user = _walk(document, self.path)
-        if isinstance(raw_user, dict):
-            # passport's serializeUser often stores the whole user: {"id": 7, "username": ...}
-            raw_user = raw_user.get("id")
         if raw_user is None:
             return ParsedSession(SessionKind.ANONYMOUS)
+        if isinstance(raw_user, dict):
+            # passport's serializeUser often stores the whole user: {"id": 7, "username": ...};
+            # a user object without an id is a logged-in session we cannot place, not an anonymous one.
+            raw_user = raw_user.get("id")
         user_id = normalize_user_id(raw_user)
         if user_id is None:
             return ParsedSession(SessionKind.INVALID_USER_ID)

@@ -51,10 +51,7 @@ def encode_payload(attributes: dict[str, Any], serialization: Serialization = "p
 
 def decode_payload(payload: str, serialization: Serialization = "php") -> dict[str, Any]:
     text = base64.b64decode(payload, validate=True).decode("utf-8")
-    if serialization == "php":
-        value = phpserialize.unserialize(text)
-    else:
-        value = json.loads(text)
+    value = phpserialize.unserialize(text) if serialization == "php" else json.loads(text)
     if not isinstance(value, dict):
         raise ValueError("session payload is not an array")
     return value
@@ -79,12 +76,21 @@ class PayloadFactory:
         self._head, self._middle, self._tail = head, middle, tail
 
     def payload(self, user_id: int, csrf_token: str) -> str:
+        # The frame has the token's length baked in; anything else would be unreadable to Laravel.
+        if not (len(csrf_token) == CSRF_TOKEN_LENGTH and csrf_token.isascii() and csrf_token.isalnum()):
+            raise ValueError("csrf_token must be 40 ASCII letters or digits")
+        if isinstance(user_id, bool) or not isinstance(user_id, int):
+            raise ValueError("user_id must be an int")
+        return self._fill(user_id, csrf_token)
+
+    def _fill(self, user_id: int, csrf_token: str) -> str:
         text = f"{self._head}{csrf_token}{self._middle}{user_id}{self._tail}"
         return base64.b64encode(text.encode("ascii")).decode("ascii")
 
     def payloads(self, user_ids: list[int]) -> list[str]:
+        """One payload per user id (ints from the users table), each with a fresh CSRF token."""
         tokens = random_alnum_block(len(user_ids), CSRF_TOKEN_LENGTH)
-        return [self.payload(uid, tok) for uid, tok in zip(user_ids, tokens, strict=True)]
+        return [self._fill(uid, tok) for uid, tok in zip(user_ids, tokens, strict=True)]
 
 
 def new_session_ids(count: int) -> list[str]:

@@ -6,11 +6,18 @@ dict. String lengths are UTF-8 *byte* lengths, as PHP counts them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 PHP_INT_MAX = 2**63 - 1
 PHP_INT_MIN = -(2**63)
+# ZEND_HANDLE_NUMERIC_STR: the string keys PHP stores as integer keys ("-0" and "07" stay strings).
+_INTEGER_KEY = re.compile(r"(?:0|-?[1-9][0-9]*)\Z", re.ASCII)
+# serialize_precision = -1 picks the shortest round-trip digits and switches to exponent form
+# outside 1e-4 <= |x| < 1e17 (php_gcvt with precision 17).
+_PHP_GCVT_PRECISION = 17
 
 
 class PhpSerializeError(ValueError):
@@ -28,7 +35,7 @@ def _encode_key(key: Any) -> str:
     if isinstance(key, int):
         return f"i:{key};"
     if isinstance(key, str):
-        if key.isdigit() and (key == "0" or not key.startswith("0")) and int(key) <= PHP_INT_MAX:
+        if _INTEGER_KEY.match(key) and PHP_INT_MIN <= int(key) <= PHP_INT_MAX:
             return f"i:{key};"
         return _encode_str(key)
     raise PhpSerializeError(f"PHP array keys must be int or str, not {type(key).__name__}")
@@ -62,11 +69,17 @@ def _php_float(value: float) -> str:
         return "NAN"
     if value in (float("inf"), float("-inf")):
         return "INF" if value > 0 else "-INF"
-    # PHP >= 7.1 uses serialize_precision=-1: the shortest repr that round-trips.
-    text = repr(value)
-    if text.endswith(".0"):
-        text = text[:-2]
-    return text.replace("e+", "E+").replace("e-", "E-")
+    sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    text = "".join(map(str, digits)).rstrip("0") or "0"
+    magnitude = len(digits) + exponent - 1  # decimal exponent of the first digit
+    minus = "-" if sign else ""
+    if text != "0" and (magnitude < -4 or magnitude >= _PHP_GCVT_PRECISION):
+        mantissa = text[0] + "." + (text[1:] or "0")
+        return f"{minus}{mantissa}E{'+' if magnitude >= 0 else '-'}{abs(magnitude)}"
+    fixed = format(Decimal(repr(value)), "f")
+    if "." in fixed:
+        fixed = fixed.rstrip("0").rstrip(".")
+    return fixed
 
 
 def unserialize(data: str | bytes) -> Any:
@@ -83,6 +96,12 @@ def _read_until(raw: bytes, pos: int, stop: bytes) -> tuple[bytes, int]:
     if end < 0:
         raise PhpSerializeError(f"expected {stop!r} after byte {pos}")
     return raw[pos:end], end + 1
+
+
+def _length(text: bytes) -> int:
+    if not text.isdigit():
+        raise PhpSerializeError(f"bad length {text!r}")
+    return int(text)
 
 
 def _parse(raw: bytes, pos: int) -> tuple[Any, int]:
@@ -104,13 +123,13 @@ def _parse(raw: bytes, pos: int) -> tuple[Any, int]:
         return float(text.decode().replace("INF", "inf").replace("NAN", "nan")), pos
     if tag == b"s:":
         text, pos = _read_until(raw, pos + 2, b":")
-        length = int(text)
+        length = _length(text)
         if raw[pos : pos + 1] != b'"' or raw[pos + 1 + length : pos + 3 + length] != b'";':
             raise PhpSerializeError(f"string length {length} does not match the data at byte {pos}")
         return raw[pos + 1 : pos + 1 + length].decode("utf-8"), pos + 3 + length
     if tag == b"a:":
         text, pos = _read_until(raw, pos + 2, b":")
-        count = int(text)
+        count = _length(text)
         if raw[pos : pos + 1] != b"{":
             raise PhpSerializeError(f"expected '{{' at byte {pos}")
         pos += 1

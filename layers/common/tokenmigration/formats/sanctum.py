@@ -56,7 +56,7 @@ def split_bearer(bearer: str) -> tuple[int | None, str]:
     if "|" not in bearer:
         return None, bearer
     head, rest = bearer.split("|", 1)
-    if not head.isdigit():
+    if not (head.isascii() and head.isdigit()):  # PHP's ctype_digit: ASCII 0-9 only
         return None, bearer
     return int(head), rest
 

@@ -1,0 +1,165 @@
+"""Rollback removes exactly what migration created; stats and cleanup read the database."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, insert, select, text, update
+
+from helpers import add_app_token, add_users, express, put_session, snapshot
+from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.engine import errors
+from tokenmigration.engine.cleanup import cleanup
+from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.reporting import stats
+from tokenmigration.engine.verify import token_verifies
+
+
+def migrate_all(migrator, run_id="run-1", chunk_size=3):
+    plan = migrator.plan(run_id, chunk_size)
+    return [migrator.migrate_chunk(c, run_id) for c in plan.chunks]
+
+
+def rollback_all(migrator, chunk_size=3):
+    return [migrator.rollback_chunk(c) for c in migrator.plan_rollback(chunk_size)]
+
+
+def test_rollback_restores_the_three_tables_except_what_the_app_made(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2, 3, 4, 5])
+    add_app_token(db_engine, 5)
+    for uid in (1, 2, 2, 3):
+        put_session(redis_client, f"s{uid}-{redis_client.dbsize()}", express(uid))
+    with db_engine.begin() as conn:  # a Laravel session the app already had
+        conn.execute(insert(sessions).values(id="A" * 40, user_id=4, payload="e30=", last_activity=1))
+    before = snapshot(db_engine)
+    migrate_all(migrator)
+    # Between migration and rollback the app keeps working: a user makes a token, a session appears.
+    user_token = add_app_token(db_engine, 1, name="made-by-user")
+    with db_engine.begin() as conn:
+        conn.execute(insert(sessions).values(id="B" * 40, user_id=1, payload="e30=", last_activity=2))
+    results = rollback_all(migrator)
+    after = snapshot(db_engine)
+    assert sum(r.users for r in results) == 4
+    assert sum(r.tokens_revoked for r in results) == 4 and sum(r.sessions_removed for r in results) == 4
+    assert after["users"] == before["users"]
+    assert [t for t in after["tokens"] if t[0] != user_token] == before["tokens"]
+    assert [s for s in after["sessions"] if s[0] != "B" * 40] == before["sessions"]
+    assert any(t[0] == user_token for t in after["tokens"])
+    with db_engine.connect() as conn:
+        for ledger in (ledger_tokens, ledger_sessions, ledger_failures):
+            assert conn.execute(select(func.count()).select_from(ledger)).scalar_one() == 0
+    assert rollback_all(migrator) == []  # nothing left to undo: a second rollback is a no-op
+
+
+def test_rollback_chunk_twice_is_harmless(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    migrate_all(migrator)
+    chunk = migrator.plan_rollback(10)[0]
+    first = migrator.rollback_chunk(chunk)
+    second = migrator.rollback_chunk(chunk)
+    assert (first.users, first.tokens_revoked) == (2, 2)
+    assert (second.users, second.tokens_revoked, second.sessions_removed) == (0, 0, 0)
+
+
+def test_migrate_again_after_rollback(migrator, db_engine, redis_client):
+    add_users(db_engine, [1])
+    put_session(redis_client, "s1", express(1))
+    migrate_all(migrator)
+    rollback_all(migrator)
+    again = migrate_all(migrator, run_id="run-2")
+    assert again[0].migrated_users == 1 and again[0].sessions_migrated == 1
+
+
+def test_single_user_paths(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    add_app_token(db_engine, 2)
+    done = migrator.migrate_user(1, "single", deliver_token=True)
+    assert done.token is not None and token_verifies(db_engine, done.token.plaintext(done.token_id))
+    assert not token_verifies(db_engine, done.token.plaintext(done.token_id)[:-1] + "x")
+    with pytest.raises(errors.AlreadyMigrated):
+        migrator.migrate_user(1, "single")
+    with pytest.raises(errors.HoldsTokens):
+        migrator.migrate_user(2, "single")
+    with pytest.raises(errors.UnknownUser):
+        migrator.migrate_user(404, "single")
+    undone = migrator.rollback_user(1)
+    assert (undone.users, undone.tokens_revoked) == (1, 1)
+    with pytest.raises(errors.NotMigrated):
+        migrator.rollback_user(1)
+    with pytest.raises(errors.UnknownUser):
+        migrator.rollback_user(404)
+
+
+def test_bulk_migration_keeps_no_plaintext(migrator, db_engine):
+    add_users(db_engine, [1])
+    plan = migrator.plan("run-1", 10)
+    outcome = migrator._migrate_range(0, 1, 1, [], "run-1", False)
+    assert outcome.minted == {} and plan.total_users == 1
+
+
+def test_whole_rollback_covers_single_user_migrations(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    migrator.migrate_user(2, "single")
+    migrate_all(migrator)
+    results = rollback_all(migrator)
+    assert sum(r.users for r in results) == 2
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == 0
+
+
+def test_stats_come_from_the_database(migrator, db_engine):
+    assert stats(db_engine) == {"total_users": 0, "migrated_users": 0, "failed_migrations": 0,
+                                "migration_percentage": 0.0, "last_migration_at": None}
+    add_users(db_engine, [1, 2, 3])
+    migrator.migrate_user(1, "single")
+    with db_engine.begin() as conn:
+        conn.execute(insert(ledger_failures).values(user_id=2, run_id="r", code="user_locked", message="m",
+                                                    failed_at=utcnow()))
+    data = stats(db_engine)
+    assert (data["total_users"], data["migrated_users"], data["failed_migrations"]) == (3, 1, 1)
+    assert data["migration_percentage"] == 33.33
+    assert data["last_migration_at"].endswith("Z")
+
+
+def test_cleanup_prunes_only_what_nobody_can_use(settings, db_engine, redis_client):
+    from tokenmigration.engine.migrator import Migrator
+
+    migrator = Migrator(settings, db_engine, redis_client)
+    add_users(db_engine, [1, 2, 3, 4])
+    app_token = add_app_token(db_engine, 4)
+    for uid in (1, 2, 3):
+        put_session(redis_client, f"s{uid}", express(uid))
+    migrate_all(migrator, chunk_size=10)
+    now = utcnow()
+    with db_engine.begin() as conn:
+        # user 1's token expired two days ago; user 2's session went stale; the app's token expired too
+        conn.execute(update(tokens).where(tokens.c.tokenable_id.in_([1, 4])).values(expires_at=now - timedelta(days=2)))
+        conn.execute(update(sessions).where(sessions.c.user_id == 2).values(last_activity=1))
+        # Laravel's own GC removed user 3's session: its ledger row is now an orphan
+        conn.execute(text("DELETE FROM sessions WHERE user_id = 3"))
+    before = snapshot(db_engine)
+    dry = cleanup(db_engine, settings, dry_run=True)
+    assert snapshot(db_engine) == before
+    real = cleanup(db_engine, settings)
+    assert dry == {**real, "dry_run": True}
+    assert real["details"] == {"expired_tokens": 1, "stale_sessions": 1, "ledger_rows": 3, "settled_failures": 0}
+    with db_engine.connect() as conn:
+        left = set(conn.execute(select(tokens.c.id)).scalars())
+        token_of_1 = conn.execute(select(users.c.migration_token_id).where(users.c.id == 1)).scalar_one()
+    assert app_token in left and len(left) == 3 and token_of_1 is None
+    assert cleanup(db_engine, settings)["cleaned_items"] == 0
+
+
+def test_cleanup_keeps_unused_tokens_unless_retention_says_so(settings, db_engine, redis_client):
+    from tokenmigration.engine.migrator import Migrator
+
+    add_users(db_engine, [1, 2])
+    migrate_all(Migrator(settings, db_engine, redis_client))
+    old = utcnow() - timedelta(days=40)
+    with db_engine.begin() as conn:
+        conn.execute(update(tokens).values(created_at=old))
+        conn.execute(update(tokens).where(tokens.c.tokenable_id == 2).values(last_used_at=utcnow()))
+    assert cleanup(db_engine, settings)["details"]["expired_tokens"] == 0
+    strict = settings.replace(migration_token_unused_retention_days=30)
+    assert cleanup(db_engine, strict)["details"]["expired_tokens"] == 1  # user 2's token is in use: kept
