@@ -1,0 +1,61 @@
+"""Settings from the environment: defaults, validation that names the variable, secrets kept out of repr."""
+
+from __future__ import annotations
+
+import pytest
+
+from tokenmigration.config import ConfigError, Settings
+
+
+def test_defaults_need_no_environment():
+    s = Settings.from_env({})
+    assert (s.express_session_prefix, s.express_user_id_path, s.express_session_cookie) == (
+        "sess:", "passport.user", "connect.sid")
+    assert (s.laravel_session_serialization, s.laravel_session_lifetime) == ("php", 120)
+    assert (s.sanctum_token_prefix, s.sanctum_tokenable_type) == ("", "App\\Models\\User")
+    assert (s.migration_token_name, s.migration_token_abilities, s.migration_token_expires_days) == (
+        "migration-token", ("*",), None)
+    assert s.abilities_json == '["*"]'
+
+
+def test_values_are_read():
+    s = Settings.from_env({
+        "EXPRESS_SESSION_SECRETS": "new-secret, old-secret,,",
+        "MIGRATION_TOKEN_ABILITIES": '["read", "write"]',
+        "MIGRATION_TOKEN_EXPIRES_DAYS": "90",
+        "LARAVEL_SESSION_SERIALIZATION": "JSON",
+        "SANCTUM_TOKENABLE_TYPE": "user",
+        "EXPRESS_USER_ID_PATH": "user.id",
+    })
+    assert s.express_session_secrets == ("new-secret", "old-secret")
+    assert s.migration_token_abilities == ("read", "write") and s.migration_token_expires_days == 90
+    assert s.laravel_session_serialization == "json" and s.sanctum_tokenable_type == "user"
+    assert s.express_user_id_path == "user.id"
+
+
+@pytest.mark.parametrize(("env", "variable"), [
+    ({"LARAVEL_SESSION_LIFETIME": "0"}, "LARAVEL_SESSION_LIFETIME"),
+    ({"MIGRATION_TOKEN_EXPIRES_DAYS": "-1"}, "MIGRATION_TOKEN_EXPIRES_DAYS"),
+    ({"MIGRATION_TOKEN_ABILITIES": '"*"'}, "MIGRATION_TOKEN_ABILITIES"),
+    ({"MIGRATION_TOKEN_ABILITIES": "[1]"}, "MIGRATION_TOKEN_ABILITIES"),
+    ({"EXPRESS_USER_ID_PATH": "passport..user"}, "EXPRESS_USER_ID_PATH"),
+    ({"EXPRESS_SESSION_PREFIX": ""}, "EXPRESS_SESSION_PREFIX"),
+    ({"DATABASE_URL": "localhost/db"}, "DATABASE_URL"),
+    ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
+    ({"MIGRATION_TOKEN_NAME": " "}, "MIGRATION_TOKEN_NAME"),
+])
+def test_errors_name_the_variable(env, variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_feature_settings_are_required_only_by_their_feature():
+    s = Settings.from_env({})
+    s.require("express_session_prefix")
+    with pytest.raises(ConfigError, match="EXPRESS_SESSION_SECRETS, LARAVEL_APP_KEY"):
+        s.require("express_session_secrets", "laravel_app_key")
+
+
+def test_secrets_stay_out_of_repr():
+    s = Settings.from_env({"EXPRESS_SESSION_SECRETS": "hunter2", "LARAVEL_APP_KEY": "base64:c2VjcmV0"})
+    assert "hunter2" not in repr(s) and "c2VjcmV0" not in repr(s)
