@@ -15,6 +15,7 @@ from tokenmigration.db.connection import make_engine
 from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.results import Chunk, ChunkResult, Problem, RollbackResult
 from tokenmigration.engine.runs import new_run_id
+from tokenmigration.engine.session_index import ScanReport, SessionIndexer, scan_session_keys
 from tokenmigration.redis_client import connect
 
 ProgressCallback = Callable[["RunSummary"], None]
@@ -25,6 +26,8 @@ class RunSummary:
     run_id: str
     kind: str
     dry_run: bool = False
+    phase: str = "planning"
+    keys_seen: int = 0
     total_users: int = 0
     total_batches: int = 0
     current_batch: int = 0
@@ -96,11 +99,22 @@ class RunSummary:
 # --- worker side: one Migrator per worker process -------------------------------------------------
 
 _worker: Migrator | None = None
+_indexer: SessionIndexer | None = None
 
 
-def _init_worker(settings: Settings) -> None:
+def _init_worker(settings: Settings, run_id: str | None, chunks: list[Chunk] | None) -> None:
     global _worker
     _worker = Migrator(settings, make_engine(settings.database_url), connect(settings.redis_url))
+    _init_indexer(_worker, run_id, chunks)
+
+
+def _init_indexer(migrator: Migrator, run_id: str | None, chunks: list[Chunk] | None) -> None:
+    global _indexer
+    _indexer = migrator.indexer(run_id, chunks) if run_id is not None else None
+
+
+def _index(keys: list[bytes]) -> ScanReport:
+    return _indexer.index(keys)
 
 
 def _migrate(chunk: Chunk, run_id: str, dry_run: bool) -> ChunkResult:
@@ -123,44 +137,56 @@ class LocalDriver:
         self.migrator = migrator
         self.workers = max(1, workers)
 
-    def _pool(self) -> Executor:
+    def _pool(self, run_id: str | None = None, chunks: list[Chunk] | None = None) -> Executor:
         in_process = self.migrator.redis is not None and type(self.migrator.redis).__module__.startswith("fakeredis")
         if self.workers == 1 or in_process or self.migrator.engine.dialect.name == "sqlite":
             global _worker
             _worker = self.migrator
+            _init_indexer(self.migrator, run_id, chunks)
             return ThreadPoolExecutor(max_workers=1 if self.migrator.engine.dialect.name == "sqlite"
                                       else self.workers)
         return ProcessPoolExecutor(
             max_workers=self.workers,
+            # fork: workers start in milliseconds; each opens its own connections in _init_worker.
             mp_context=multiprocessing.get_context("fork"),
             initializer=_init_worker,
-            initargs=(self.settings,),
+            initargs=(self.settings, run_id, chunks),
         )
 
     def migrate(self, chunk_size: int, dry_run: bool = False, progress: ProgressCallback | None = None
                 ) -> RunSummary:
+        """Plan, index the sessions (the parent SCANs, workers read and file), migrate every chunk."""
         run_id = new_run_id("migration")
         summary = RunSummary(run_id, "migration", dry_run)
-        plan = self.migrator.plan(run_id, chunk_size)
-        summary.total_users, summary.total_batches = plan.total_users, len(plan.chunks)
-        summary.session_kinds.update(plan.scan.kinds)
-        summary.problems += plan.scan.problems
-        if progress:
-            progress(summary)
+        chunks = self.migrator.plan_chunks(chunk_size)
+        summary.total_users, summary.total_batches = sum(c.users for c in chunks), len(chunks)
+        store = self.migrator.index_store(run_id)
         try:
-            with self._pool() as pool:
-                futures = [pool.submit(_migrate, chunk, run_id, dry_run) for chunk in plan.chunks]
+            with self._pool(run_id, chunks) as pool:
+                summary.phase = "indexing sessions"
+                futures = [pool.submit(_index, keys) for keys in
+                           scan_session_keys(self.migrator.redis, self.settings.express_session_prefix)]
+                for future in as_completed(futures):
+                    report = future.result()
+                    summary.keys_seen += report.keys_seen
+                    summary.session_kinds.update(report.kinds)
+                    summary.problems += report.problems
+                    if progress:
+                        progress(summary)
+                summary.phase = "migrating"
+                futures = [pool.submit(_migrate, chunk, run_id, dry_run) for chunk in chunks]
                 for future in as_completed(futures):
                     summary.add_chunk(future.result())
                     if progress:
                         progress(summary)
         finally:
-            self.migrator.discard_index(run_id, plan.chunks)
+            store.drop(c.number for c in chunks)
+        summary.phase = "done"
         summary.finished = time.monotonic()
         return summary
 
     def rollback(self, chunk_size: int, progress: ProgressCallback | None = None) -> RunSummary:
-        summary = RunSummary(new_run_id("rollback"), "rollback")
+        summary = RunSummary(new_run_id("rollback"), "rollback", phase="rolling back")
         chunks = self.migrator.plan_rollback(chunk_size)
         summary.total_users, summary.total_batches = sum(c.users for c in chunks), len(chunks)
         if progress:

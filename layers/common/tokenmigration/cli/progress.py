@@ -22,6 +22,9 @@ class ProgressBar:
     def __call__(self, summary: RunSummary) -> None:
         if self.quiet:
             return
+        if summary.phase == "indexing sessions":
+            self._emit(f"{summary.kind}: indexing Express sessions, {summary.keys_seen:,} keys read", final=False)
+            return
         total = summary.total_users or 0
         done = summary.processed_users
         fraction = done / total if total else 1.0
@@ -30,17 +33,19 @@ class ProgressBar:
         failures = f"  failed {summary.failed_users:,}" if summary.failed_users else ""
         line = (f"{summary.kind} [{bar}] {fraction * 100:5.1f}%  {done:,}/{total:,} users  "
                 f"{summary.rate:,.0f} users/s  ETA {duration(summary.eta_seconds)}{failures}")
+        self._emit(line, final=bool(total) and done >= total)
+
+    def _emit(self, line: str, final: bool) -> None:
         if self.interactive:
             self.stream.write("\r" + line + "\x1b[K")
             self.stream.flush()
             self._drawn = True
-        else:
-            now = time.monotonic()
-            finished = total and done >= total
-            if finished or now - self._last_line >= 5 or self._last_line == 0.0:
-                self.stream.write(line + "\n")
-                self.stream.flush()
-                self._last_line = now
+            return
+        now = time.monotonic()
+        if final or self._last_line == 0.0 or now - self._last_line >= 5:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self._last_line = now
 
     def close(self) -> None:
         if self._drawn:

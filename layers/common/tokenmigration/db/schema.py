@@ -105,25 +105,27 @@ sessions = table(
 )
 
 # Every token this tool created (bulk runs, single-user route, exchange), so rollback removes
-# those and only those.
+# those and only those. The key leads with user_id: rollback and cleanup work on user ranges,
+# and one index per ledger keeps bulk inserts cheap.
 ledger_tokens = Table(
     "token_migration_tokens",
     own_metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     Column("token_id", BigInteger, primary_key=True, autoincrement=False),
-    Column("user_id", BigInteger, nullable=False, index=True),
     Column("run_id", String(64), nullable=False),
     Column("created_at", Timestamp, nullable=False),
 )
 
 # Every Laravel session row this tool created. source_hash is sha256 of the Express session id
-# it came from (never the id itself: with the cookie secret it is a credential).
+# it came from (never the id itself: with the cookie secret it is a credential); lookups by it
+# go through user_id first, so it needs no index of its own.
 ledger_sessions = Table(
     "token_migration_sessions",
     own_metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
     Column("session_id", String(255), primary_key=True),
-    Column("user_id", BigInteger, nullable=False, index=True),
     Column("run_id", String(64), nullable=False),
-    Column("source_hash", String(64), nullable=True, index=True),
+    Column("source_hash", String(64), nullable=True),
     Column("created_at", Timestamp, nullable=False),
 )
 

@@ -31,10 +31,10 @@ from tokenmigration.engine.session_index import (
     IndexedSession,
     RedisIndexStore,
     ScanReport,
+    SessionIndexer,
     build_index,
-    live_sessions,
 )
-from tokenmigration.engine.writers import SessionRow, TokenRow, WriteContext, writer_for
+from tokenmigration.engine.writers import SessionRow, TokenRow, UserScope, WriteContext, chunk_sql_for
 from tokenmigration.formats import sanctum
 from tokenmigration.formats.laravel_session import PayloadFactory, clean_ip, clean_user_agent, new_session_ids
 from tokenmigration.redis_client import RedisLike
@@ -96,7 +96,7 @@ class Migrator:
         self.settings = settings
         self.engine = engine
         self.redis = redis
-        self._writer = writer_for(engine.dialect.name)
+        self._sql = chunk_sql_for(engine.dialect.name)
         self._payloads = PayloadFactory(settings.laravel_session_serialization)
         self._is_pg = engine.dialect.name == "postgresql"
         self._has_expires_at: bool | None = None
@@ -127,17 +127,20 @@ class Migrator:
 
     def plan(self, run_id: str, chunk_size: int) -> Plan:
         """Chunk the users, then SCAN the session store once and index it by chunk."""
+        chunks = self.plan_chunks(chunk_size)
+        report = build_index(self.redis, self.index_store(run_id), chunks, self.settings.express_session_prefix,
+                             self.settings.express_user_id_path)
+        return Plan(run_id, chunks, report)
+
+    def plan_chunks(self, chunk_size: int) -> list[Chunk]:
         self.check_schema()
         with self.engine.connect() as conn:
-            chunks = plan_chunks(conn, chunk_size)
-        report = build_index(
-            self.redis,
-            self.index_store(run_id),
-            chunks,
-            self.settings.express_session_prefix,
-            self.settings.express_user_id_path,
-        )
-        return Plan(run_id, chunks, report)
+            return plan_chunks(conn, chunk_size)
+
+    def indexer(self, run_id: str, chunks: list[Chunk]) -> SessionIndexer:
+        """For drivers that spread the SCAN's key batches over workers."""
+        return SessionIndexer(self.redis, self.index_store(run_id), chunks, self.settings.express_session_prefix,
+                              self.settings.express_user_id_path)
 
     def plan_rollback(self, chunk_size: int) -> list[Chunk]:
         """Chunks over every user this tool migrated, by any path, read from the ledger."""
@@ -154,13 +157,15 @@ class Migrator:
 
     # --- migration --------------------------------------------------------------------------
 
-    def chunk_sessions(self, run_id: str, chunk: Chunk) -> list[IndexedSession]:
-        entries = self.index_store(run_id).read(chunk.number)
-        return live_sessions(self.redis, self.settings.express_session_prefix, entries) if entries else []
-
     def migrate_chunk(self, chunk: Chunk, run_id: str, dry_run: bool = False) -> ChunkResult:
-        """Migrate every user of the chunk that can be; safe to run again (a retry changes nothing)."""
-        found = self.chunk_sessions(run_id, chunk)
+        """Migrate every user of the chunk that can be; safe to run again (a retry changes nothing).
+
+        Sessions come from the run's index as the plan saw them. They are not checked again:
+        a session that ended since then becomes a Laravel row whose random id nobody holds
+        (only the exchange, which verifies the live Express session, hands ids out), and
+        cleanup removes it once it is past its lifetime.
+        """
+        found = self.index_store(run_id).read(chunk.number)
         return self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run).result
 
     def migrate_user(
@@ -189,14 +194,19 @@ class Migrator:
         by_user: dict[int, list[IndexedSession]] = defaultdict(list)
         for entry in found:
             by_user[entry.user_id].append(entry)
-        result = ChunkResult(chunk=number, dry_run=dry_run)
-        outcome = _Outcome(result, {}, {}, {})
+        outcome = _Outcome(ChunkResult(chunk=number, dry_run=dry_run), {}, {}, {})
         # Reflect the token table before the transaction: on SQLite a second connection would wait
         # for this one's write lock.
         self.has_expires_at  # noqa: B018
         with self.engine.connect() as conn, conn.begin() as transaction:
-            busy = self._migrate_locked(conn, outcome, lo, hi, by_user, run_id, dry_run, keep_plaintext,
-                                        skip_locked=True)
+            held, busy = self._sql.lock_users(conn, UserScope(lo, hi), self.settings.sanctum_tokenable_type,
+                                              lock=not dry_run, skip_locked=True)
+            known = {u.id for u in held} | set(busy)
+            for uid in sorted(by_user.keys() - known):
+                for entry in by_user[uid]:
+                    outcome.result.problems.append(Problem("unknown_user", f"no user with id {uid}", uid,
+                                                           redact_session_id(entry.session_id)))
+            self._migrate_held(conn, outcome, held, by_user, run_id, dry_run, keep_plaintext)
             if dry_run:
                 transaction.rollback()
         if busy:
@@ -210,54 +220,32 @@ class Migrator:
             with self.engine.begin() as conn:
                 if self._is_pg:
                     conn.execute(text(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}"))
-                self._migrate_locked(conn, outcome, None, None, by_user, run_id, False, keep_plaintext,
-                                     skip_locked=False, only=busy)
+                held, _ = self._sql.lock_users(conn, UserScope(ids=tuple(busy)),
+                                               self.settings.sanctum_tokenable_type, lock=True, skip_locked=False)
+                self._migrate_held(conn, outcome, held, by_user, run_id, False, keep_plaintext)
         except Exception as exc:  # lock timeout: the transaction is gone, nothing was written
             if not _is_lock_timeout(exc):
                 raise
             self._record_failures(busy, outcome.result, run_id, "user_locked",
                                   "the user row was locked by another transaction; run again to migrate")
 
-    def _migrate_locked(self, conn, outcome, lo, hi, by_user, run_id, dry_run, keep_plaintext, skip_locked,
-                        only=None) -> list[int]:
+    def _migrate_held(self, conn, outcome, held, by_user, run_id, dry_run, keep_plaintext) -> None:
         result = outcome.result
-        where = users.c.id.in_(only) if only is not None else users.c.id.between(lo, hi)
-        lock = select(users.c.id, users.c.migrated_to_sanctum_at).where(where).order_by(users.c.id)
-        if not dry_run:
-            lock = lock.with_for_update(skip_locked=skip_locked)
-        rows = conn.execute(lock).all()
-        held = {uid for uid, _ in rows}
-        busy: list[int] = []
-        if only is None:
-            existing = set(conn.execute(select(users.c.id).where(where)).scalars()) if self._is_pg else held
-            busy = sorted(existing - held)
-            for uid in by_user.keys() - existing:
-                for entry in by_user[uid]:
-                    result.problems.append(Problem("unknown_user", f"no user with id {uid}", uid,
-                                                   redact_session_id(entry.session_id)))
-        holders = set(conn.execute(
-            select(tokens.c.tokenable_id).distinct().where(
-                tokens.c.tokenable_type == self.settings.sanctum_tokenable_type,
-                tokens.c.tokenable_id.in_(held) if only is not None else tokens.c.tokenable_id.between(lo, hi),
-            )
-        ).scalars()) if held else set()
         candidates = []
-        for uid, migrated_at in rows:
+        for user in held:
             result.processed_users += 1
-            if migrated_at is not None:
+            if user.migrated:
                 result.skipped_users += 1
                 result.skip_reasons[SKIP_ALREADY_MIGRATED] += 1
-            elif uid in holders:
+            elif user.holds_tokens:
                 result.skipped_users += 1
                 result.skip_reasons[SKIP_HAS_TOKENS] += 1
             else:
-                candidates.append(uid)
+                candidates.append(user.id)
         result.migrated_users += len(candidates)
         result.sessions_migrated += sum(len(by_user.get(uid, ())) for uid in candidates)
-        if dry_run or not candidates:
-            return busy
-        self._write(conn, outcome, candidates, by_user, run_id, keep_plaintext)
-        return busy
+        if candidates and not dry_run:
+            self._write(conn, outcome, candidates, by_user, run_id, keep_plaintext)
 
     def _write(self, conn, outcome, candidates, by_user, run_id, keep_plaintext) -> None:
         s = self.settings
@@ -286,7 +274,7 @@ class Migrator:
             else None,
             has_expires_at=self._has_expires_at,
         )
-        outcome.token_ids.update(self._writer.write(conn, ctx, token_rows, session_rows))
+        outcome.token_ids.update(self._sql.write(conn, ctx, token_rows, session_rows))
         for row in session_rows:
             outcome.session_ids.setdefault(row.user_id, []).append(row.id)
 

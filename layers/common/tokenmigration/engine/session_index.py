@@ -2,27 +2,34 @@
 
 connect-redis keeps no per-user index, so a run SCANs the session keyspace once,
 reads the values in MGET batches, classifies every value and files each logged-in
-session under the chunk that owns its user id. Chunks then read just their own
-slice (one HGETALL) instead of scanning again. Each slice is one hash key, so the
-design holds on Redis Cluster too (no cross-slot commands).
+session under the chunk that owns its user id. A chunk then reads just its own
+slice with one GET instead of scanning again.
+
+Each slice is a single string key holding JSON array elements appended by
+``APPEND`` (one command per slice per flush, one GET and one ``json.loads`` per
+chunk): redis-py spends microseconds per command argument, so a hash with a
+field per session costs several times more. Every slice is its own key, so the
+design holds on Redis Cluster (no cross-slot command), and key batches can be
+indexed by several workers at once.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from tokenmigration.engine.results import Chunk, Problem, redact_session_id
 from tokenmigration.formats.express import KIND_MESSAGES, PROBLEM_KINDS, SessionDecoder, SessionKind
-from tokenmigration.redis_client import RedisLike, exists_each, glob_escape, read_values
+from tokenmigration.redis_client import RedisLike, glob_escape, read_values
 
 INDEX_TTL_SECONDS = 7 * 24 * 3600
-SCAN_COUNT = 2000
-READ_BATCH = 1000
-FLUSH_AT = 50_000
+SCAN_COUNT = 5000
+READ_BATCH = 2000
+_PLAIN_SID = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +44,34 @@ class IndexedSession:
 class ScanReport:
     keys_seen: int = 0
     kinds: Counter[str] = field(default_factory=Counter)
-    users_with_sessions: int = 0
     problems: list[Problem] = field(default_factory=list)
 
     @property
     def logged_in(self) -> int:
         return self.kinds[SessionKind.LOGGED_IN]
 
+    def merge(self, other: ScanReport) -> None:
+        self.keys_seen += other.keys_seen
+        self.kinds.update(other.kinds)
+        self.problems += other.problems
+
     def to_dict(self) -> dict:
         return {
             "keys_seen": self.keys_seen,
-            "kinds": dict(self.kinds),
-            "users_with_sessions": self.users_with_sessions,
+            "kinds": {str(k): v for k, v in self.kinds.items()},
             "problems": [p.to_dict() for p in self.problems],
         }
 
 
+def _entry(sid: str, user_id: int, ip: str | None, ua: str | None) -> str:
+    """One JSON array element, with a leading comma; built by hand for the common shapes."""
+    if ip is None and ua is None and _PLAIN_SID.match(sid):
+        return f',["{sid}",{user_id},null,null]'
+    return "," + json.dumps([sid, user_id, ip, ua], separators=(",", ":"))
+
+
 class RedisIndexStore:
-    """Index slices as Redis hashes: ``tokenmigration:index:<run>:<chunk>`` -> {session id: entry}."""
+    """Index slices as Redis strings: ``tokenmigration:index:<run>:<chunk>``."""
 
     def __init__(self, client: RedisLike, run_id: str, ttl: int = INDEX_TTL_SECONDS) -> None:
         self.client, self.run_id, self.ttl = client, run_id, ttl
@@ -63,99 +80,91 @@ class RedisIndexStore:
         # No "{...}": a hash tag would pin every slice of a run to one cluster slot.
         return f"tokenmigration:index:{self.run_id}:{chunk}"
 
-    def write(self, slices: dict[int, dict[str, str]]) -> None:
+    def append(self, slices: dict[int, list[str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for chunk, entries in slices.items():
-            pipe.hset(self.key(chunk), mapping=entries)
+            pipe.append(self.key(chunk), "".join(entries))
             pipe.expire(self.key(chunk), self.ttl)
         pipe.execute()
 
     def read(self, chunk: int) -> list[IndexedSession]:
-        raw = self.client.hgetall(self.key(chunk))
-        out = []
-        for sid, entry in raw.items():
-            user_id, ip, ua = json.loads(entry)
-            out.append(IndexedSession(sid.decode("utf-8"), user_id, ip, ua))
-        return out
+        blob = self.client.get(self.key(chunk))
+        if not blob:
+            return []
+        # SCAN may return a key twice and a retried plan appends again: the last entry per id wins.
+        entries = {e[0]: e for e in json.loads(b"[" + blob[1:] + b"]")}
+        return [IndexedSession(sid, uid, ip, ua) for sid, uid, ip, ua in entries.values()]
 
     def drop(self, chunks: Iterable[int]) -> None:
-        keys = [self.key(c) for c in chunks]
-        for start in range(0, len(keys), 1000):
-            pipe = self.client.pipeline(transaction=False)
-            for key in keys[start : start + 1000]:
-                pipe.delete(key)
-            pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        for chunk in chunks:
+            pipe.delete(self.key(chunk))  # one key per command: no cross-slot DEL on a cluster
+        pipe.execute()
 
 
-def scan_session_keys(client: RedisLike, prefix: str, count: int = SCAN_COUNT) -> Iterable[list[bytes]]:
+def scan_session_keys(client: RedisLike, prefix: str, batch: int = READ_BATCH) -> Iterator[list[bytes]]:
     """Yield batches of session keys; on a cluster redis-py scans every primary."""
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=glob_escape(prefix) + "*", count=count):
-        batch.append(key)
-        if len(batch) >= READ_BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    keys: list[bytes] = []
+    for key in client.scan_iter(match=glob_escape(prefix) + "*", count=SCAN_COUNT):
+        keys.append(key)
+        if len(keys) >= batch:
+            yield keys
+            keys = []
+    if keys:
+        yield keys
 
 
-def build_index(
-    client: RedisLike,
-    store: RedisIndexStore,
-    chunks: Sequence[Chunk],
-    prefix: str,
-    user_id_path: str,
-) -> ScanReport:
-    """One SCAN pass: classify every session and file the logged-in ones under their chunk."""
-    decoder = SessionDecoder(user_id_path)
-    los = [c.lo for c in chunks]
-    report = ScanReport()
-    users: set[int] = set()
-    pending: dict[int, dict[str, str]] = defaultdict(dict)
-    buffered = 0
-    prefix_len = len(prefix.encode("utf-8"))
-    for keys in scan_session_keys(client, prefix):
-        values = read_values(client, keys)
-        for key, value in zip(keys, values, strict=True):
+class SessionIndexer:
+    """Reads, classifies and files one batch of session keys at a time."""
+
+    def __init__(self, client: RedisLike, store: RedisIndexStore, chunks: Sequence[Chunk], prefix: str,
+                 user_id_path: str) -> None:
+        self.client, self.store, self.chunks = client, store, chunks
+        self.decoder = SessionDecoder(user_id_path)
+        self.los = [c.lo for c in chunks]
+        self.prefix_len = len(prefix.encode("utf-8"))
+
+    def index(self, keys: list[bytes]) -> ScanReport:
+        report = ScanReport()
+        pending: dict[int, list[str]] = defaultdict(list)
+        chunks, los, parse = self.chunks, self.los, self.decoder.parse
+        for key, value in zip(keys, read_values(self.client, keys), strict=True):
             if value is None:
                 continue  # expired between SCAN and GET: not a live session
             report.keys_seen += 1
             try:
-                sid = key[prefix_len:].decode("utf-8")
+                sid = key[self.prefix_len :].decode("utf-8")
             except UnicodeDecodeError:
                 report.kinds["invalid_session_id"] += 1
                 report.problems.append(Problem("invalid_session_id", "session key is not UTF-8"))
                 continue
-            parsed = decoder.parse(value)
-            report.kinds[parsed.kind] += 1
-            if parsed.kind in PROBLEM_KINDS:
-                report.problems.append(Problem(parsed.kind, KIND_MESSAGES[parsed.kind],
-                                               session_id=redact_session_id(sid)))
-                continue
-            if parsed.kind is not SessionKind.LOGGED_IN:
+            parsed = parse(value)
+            kind = parsed.kind
+            report.kinds[kind] += 1
+            if kind is not SessionKind.LOGGED_IN:
+                if kind in PROBLEM_KINDS:
+                    report.problems.append(Problem(kind.value, KIND_MESSAGES[kind],
+                                                   session_id=redact_session_id(sid)))
                 continue
             uid = parsed.user_id
             at = bisect.bisect_right(los, uid) - 1
             if at < 0 or uid > chunks[at].hi:
-                # Within a chunk's bounds the chunk itself finds out; outside all of them, here.
+                # Inside a chunk's bounds the chunk itself finds out; outside all of them, here.
                 report.problems.append(Problem("unknown_user", f"no user with id {uid}", uid,
                                                redact_session_id(sid)))
                 continue
-            users.add(uid)
-            pending[chunks[at].number][sid] = json.dumps([uid, parsed.ip_address, parsed.user_agent],
-                                                         separators=(",", ":"))
-            buffered += 1
-            if buffered >= FLUSH_AT:
-                store.write(pending)
-                pending.clear()
-                buffered = 0
-    if pending:
-        store.write(pending)
-    report.users_with_sessions = len(users)
+            pending[chunks[at].number].append(_entry(sid, uid, parsed.ip_address, parsed.user_agent))
+        if pending:
+            self.store.append(pending)
+        return report
+
+
+def build_index(client: RedisLike, store: RedisIndexStore, chunks: Sequence[Chunk], prefix: str,
+                user_id_path: str) -> ScanReport:
+    """The whole SCAN pass in this process (the plan Lambda; the local driver spreads batches)."""
+    store.drop(c.number for c in chunks)
+    indexer = SessionIndexer(client, store, chunks, prefix, user_id_path)
+    report = ScanReport()
+    for keys in scan_session_keys(client, prefix):
+        report.merge(indexer.index(keys))
     return report
-
-
-def live_sessions(client: RedisLike, prefix: str, entries: list[IndexedSession]) -> list[IndexedSession]:
-    """Drop sessions that ended (logout, expiry) since the index was built."""
-    alive = exists_each(client, [(prefix + e.session_id).encode("utf-8") for e in entries])
-    return [e for e, ok in zip(entries, alive, strict=True) if ok]
