@@ -34,9 +34,15 @@ from tokenmigration.engine.session_index import (
     SessionIndexer,
     build_index,
 )
-from tokenmigration.engine.writers import SessionRow, TokenRow, UserScope, WriteContext, chunk_sql_for
+from tokenmigration.engine.writers import SessionBatch, TokenBatch, UserScope, WriteContext, chunk_sql_for
 from tokenmigration.formats import sanctum
-from tokenmigration.formats.laravel_session import PayloadFactory, clean_ip, clean_user_agent, new_session_ids
+from tokenmigration.formats.laravel_session import (
+    PayloadFactory,
+    clean_ip,
+    clean_user_agent,
+    new_csrf_tokens,
+    new_session_ids,
+)
 from tokenmigration.redis_client import RedisLike
 
 SKIP_ALREADY_MIGRATED = "already_migrated"
@@ -71,6 +77,7 @@ class _Outcome:
     token_ids: dict[int, int]
     session_ids: dict[int, list[str]]
     minted: dict[int, sanctum.MintedToken]
+    want_token_ids: bool = False  # the single-user path reports its token id; bulk runs need none
 
 
 def plan_chunks(conn: Connection, chunk_size: int, source=None) -> list[Chunk]:
@@ -177,7 +184,7 @@ class Migrator:
     ) -> UserMigration:
         """The single-user path (admin route, exchange). Raises for 404/409 cases instead of skipping."""
         outcome = self._migrate_range(-1, user_id, user_id, list(found_sessions), run_id, False,
-                                      keep_plaintext=deliver_token)
+                                      keep_plaintext=deliver_token, want_token_ids=True)
         result = outcome.result
         if result.migrated_users == 1:
             return UserMigration(user_id, outcome.token_ids[user_id], result.sessions_migrated,
@@ -190,28 +197,39 @@ class Migrator:
             raise errors.UserBusy(f"user {user_id} is locked by another transaction; try again")
         raise errors.UnknownUser(f"no user with id {user_id}")
 
-    def _migrate_range(self, number, lo, hi, found, run_id, dry_run, keep_plaintext=False) -> _Outcome:
+    def _migrate_range(self, number, lo, hi, found, run_id, dry_run, keep_plaintext=False, want_token_ids=False
+                       ) -> _Outcome:
         by_user: dict[int, list[IndexedSession]] = defaultdict(list)
         for entry in found:
             by_user[entry.user_id].append(entry)
-        outcome = _Outcome(ChunkResult(chunk=number, dry_run=dry_run), {}, {}, {})
+        outcome = _Outcome(ChunkResult(chunk=number, dry_run=dry_run), {}, {}, {}, want_token_ids)
         # Reflect the token table before the transaction: on SQLite a second connection would wait
         # for this one's write lock.
         self.has_expires_at  # noqa: B018
         with self.engine.connect() as conn, conn.begin() as transaction:
-            held, busy = self._sql.lock_users(conn, UserScope(lo, hi), self.settings.sanctum_tokenable_type,
-                                              lock=not dry_run, skip_locked=True)
-            known = {u.id for u in held} | set(busy)
-            for uid in sorted(by_user.keys() - known):
+            locked = self._sql.lock_users(conn, UserScope(lo, hi), self.settings.sanctum_tokenable_type,
+                                          lock=not dry_run, skip_locked=True)
+            self._migrate_locked(conn, outcome, locked, by_user, run_id, dry_run, keep_plaintext)
+            unknown = by_user.keys() - set(locked.candidates) - set(locked.busy)
+            if unknown:  # sessions of users that are not in the users table
+                unknown -= self._existing(conn, unknown)
+            for uid in sorted(unknown):
                 for entry in by_user[uid]:
                     outcome.result.problems.append(Problem("unknown_user", f"no user with id {uid}", uid,
                                                            redact_session_id(entry.session_id)))
-            self._migrate_held(conn, outcome, held, by_user, run_id, dry_run, keep_plaintext)
             if dry_run:
                 transaction.rollback()
-        if busy:
-            self._retry_busy(outcome, busy, by_user, run_id, keep_plaintext)
+        if locked.busy:
+            self._retry_busy(outcome, locked.busy, by_user, run_id, keep_plaintext)
         return outcome
+
+    @staticmethod
+    def _existing(conn: Connection, user_ids: set[int]) -> set[int]:
+        ids = sorted(user_ids)
+        found: set[int] = set()
+        for start in range(0, len(ids), 500):
+            found.update(conn.execute(select(users.c.id).where(users.c.id.in_(ids[start : start + 500]))).scalars())
+        return found
 
     def _retry_busy(self, outcome, busy, by_user, run_id, keep_plaintext) -> None:
         # Another transaction held these rows (another worker, or the app). Wait for them a
@@ -220,28 +238,24 @@ class Migrator:
             with self.engine.begin() as conn:
                 if self._is_pg:
                     conn.execute(text(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}"))
-                held, _ = self._sql.lock_users(conn, UserScope(ids=tuple(busy)),
-                                               self.settings.sanctum_tokenable_type, lock=True, skip_locked=False)
-                self._migrate_held(conn, outcome, held, by_user, run_id, False, keep_plaintext)
+                locked = self._sql.lock_users(conn, UserScope(ids=tuple(busy)),
+                                              self.settings.sanctum_tokenable_type, lock=True, skip_locked=False)
+                self._migrate_locked(conn, outcome, locked, by_user, run_id, False, keep_plaintext)
         except Exception as exc:  # lock timeout: the transaction is gone, nothing was written
             if not _is_lock_timeout(exc):
                 raise
             self._record_failures(busy, outcome.result, run_id, "user_locked",
                                   "the user row was locked by another transaction; run again to migrate")
 
-    def _migrate_held(self, conn, outcome, held, by_user, run_id, dry_run, keep_plaintext) -> None:
+    def _migrate_locked(self, conn, outcome, locked, by_user, run_id, dry_run, keep_plaintext) -> None:
         result = outcome.result
-        candidates = []
-        for user in held:
-            result.processed_users += 1
-            if user.migrated:
-                result.skipped_users += 1
-                result.skip_reasons[SKIP_ALREADY_MIGRATED] += 1
-            elif user.holds_tokens:
-                result.skipped_users += 1
-                result.skip_reasons[SKIP_HAS_TOKENS] += 1
-            else:
-                candidates.append(user.id)
+        candidates = locked.candidates
+        result.processed_users += len(candidates) + locked.already_migrated + locked.holds_tokens
+        result.skipped_users += locked.already_migrated + locked.holds_tokens
+        if locked.already_migrated:
+            result.skip_reasons[SKIP_ALREADY_MIGRATED] += locked.already_migrated
+        if locked.holds_tokens:
+            result.skip_reasons[SKIP_HAS_TOKENS] += locked.holds_tokens
         result.migrated_users += len(candidates)
         result.sessions_migrated += sum(len(by_user.get(uid, ())) for uid in candidates)
         if candidates and not dry_run:
@@ -250,18 +264,19 @@ class Migrator:
     def _write(self, conn, outcome, candidates, by_user, run_id, keep_plaintext) -> None:
         s = self.settings
         minted = sanctum.mint_tokens(len(candidates), s.sanctum_token_prefix)
-        token_rows = [TokenRow(uid, tok.hash) for uid, tok in zip(candidates, minted, strict=True)]
+        token_batch = TokenBatch(candidates, [tok.hash for tok in minted])
         if keep_plaintext:
             outcome.minted.update(zip(candidates, minted, strict=True))
         del minted  # bulk runs never deliver: drop every plaintext now
-        owners = [uid for uid in candidates for _ in by_user.get(uid, ())]
         found = [entry for uid in candidates for entry in by_user.get(uid, ())]
-        session_rows = [
-            SessionRow(sid, entry.user_id, clean_ip(entry.ip_address), clean_user_agent(entry.user_agent),
-                       payload, session_fingerprint(entry.session_id))
-            for sid, entry, payload in zip(new_session_ids(len(found)), found, self._payloads.payloads(owners),
-                                           strict=True)
-        ]
+        session_batch = SessionBatch(
+            ids=new_session_ids(len(found)),
+            user_ids=[e.user_id for e in found],
+            csrf_tokens=new_csrf_tokens(len(found)),
+            ip_addresses=[clean_ip(e.ip_address) for e in found],
+            user_agents=[clean_user_agent(e.user_agent) for e in found],
+            source_hashes=[session_fingerprint(e.session_id) for e in found],
+        )
         now = utcnow()
         ctx = WriteContext(
             run_id=run_id,
@@ -273,10 +288,12 @@ class Migrator:
             expires_at=now + timedelta(days=s.migration_token_expires_days) if s.migration_token_expires_days
             else None,
             has_expires_at=self._has_expires_at,
+            payloads=self._payloads,
+            want_token_ids=outcome.want_token_ids,
         )
-        outcome.token_ids.update(self._sql.write(conn, ctx, token_rows, session_rows))
-        for row in session_rows:
-            outcome.session_ids.setdefault(row.user_id, []).append(row.id)
+        outcome.token_ids.update(self._sql.write(conn, ctx, token_batch, session_batch))
+        for sid, uid in zip(session_batch.ids, session_batch.user_ids, strict=True):
+            outcome.session_ids.setdefault(uid, []).append(sid)
 
     def _record_failures(self, user_ids, result: ChunkResult, run_id, code, message) -> None:
         now = utcnow()

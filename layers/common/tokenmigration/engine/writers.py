@@ -1,15 +1,18 @@
 """The SQL of one chunk, per dialect: lock and classify its users, then write everything.
 
-PostgreSQL gets one statement for the users (locked? migrated? holds tokens?)
-and one statement of data-modifying CTEs for all writes, each chunk's rows
-travelling as one JSON document (pg8000's array parameters cost more than the
-database work). Other databases take SQLAlchemy Core queries and executemany.
+PostgreSQL gets one statement for the users and one statement of data-modifying
+CTEs for all writes. Each chunk's columns travel as comma-joined strings split by
+``string_to_array`` (ids, digits, hex and CSRF tokens hold no commas), with JSON
+only for the free-text IP address and user agent, and session payloads are
+assembled in the database from the serializer's own frame: pg8000's row and
+array handling, and JSON of every row, cost more than the database work.
+Other databases take SQLAlchemy Core queries and executemany.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -17,13 +20,17 @@ from sqlalchemy import Connection, bindparam, insert, select, text, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.formats.laravel_session import PayloadFactory
 
 
-@dataclass(frozen=True, slots=True)
-class UserState:
-    id: int
-    migrated: bool
-    holds_tokens: bool
+@dataclass(slots=True)
+class LockedUsers:
+    """What one pass found: users to migrate, users to skip, and users another transaction holds."""
+
+    candidates: list[int] = field(default_factory=list)
+    already_migrated: int = 0
+    holds_tokens: int = 0
+    busy: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,20 +45,22 @@ class UserScope:
         return id_column.in_(self.ids) if self.ids is not None else id_column.between(self.lo, self.hi)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRow:
-    user_id: int
-    hash: str
+@dataclass(slots=True)
+class TokenBatch:
+    user_ids: list[int]
+    hashes: list[str]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionRow:
-    id: str
-    user_id: int
-    ip_address: str | None
-    user_agent: str | None
-    payload: str
-    source_hash: str | None
+@dataclass(slots=True)
+class SessionBatch:
+    """Columns of the session rows to create; the payload is built from ``csrf_tokens``."""
+
+    ids: list[str]
+    user_ids: list[int]
+    csrf_tokens: list[str]
+    ip_addresses: list[str | None]
+    user_agents: list[str | None]
+    source_hashes: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,70 +73,68 @@ class WriteContext:
     abilities: str
     expires_at: datetime | None
     has_expires_at: bool
+    payloads: PayloadFactory
+    want_token_ids: bool = False
 
 
 class ChunkSql(Protocol):
     def lock_users(self, conn: Connection, scope: UserScope, tokenable_type: str, lock: bool,
-                   skip_locked: bool) -> tuple[list[UserState], list[int]]:
-        """Lock (when ``lock``) and classify the scope's users.
+                   skip_locked: bool) -> LockedUsers:
+        """Lock (when ``lock``) and classify the scope's users; with ``skip_locked``, report
+        the users that exist but another transaction holds instead of waiting for them."""
 
-        Returns the users this transaction holds, and the ids of users that exist but
-        another transaction holds (only with ``skip_locked``).
-        """
-
-    def write(self, conn: Connection, ctx: WriteContext, token_rows: list[TokenRow],
-              session_rows: list[SessionRow]) -> dict[int, int]:
-        """Insert everything; return user id -> new token id."""
+    def write(self, conn: Connection, ctx: WriteContext, tokens: TokenBatch, sessions: SessionBatch
+              ) -> dict[int, int]:
+        """Insert everything; with ``ctx.want_token_ids``, return user id -> new token id."""
 
 
-def _dumps(rows: list[dict]) -> str:
-    return json.dumps(rows, separators=(",", ":"), ensure_ascii=False)
+def _ids(text_: str | None) -> list[int]:
+    return [int(part) for part in text_.split(",")] if text_ else []
 
 
 class PostgresChunkSql:
     def lock_users(self, conn, scope, tokenable_type, lock, skip_locked):
-        where = "id = ANY(CAST(:ids AS bigint[]))" if scope.ids is not None else "id BETWEEN :lo AND :hi"
+        where = "id = ANY(CAST(string_to_array(:ids, ',') AS bigint[]))" if scope.ids is not None \
+            else "id BETWEEN :lo AND :hi"
         locking = ("FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE") if lock else ""
-        # Rows another transaction holds are invisible to SKIP LOCKED; the second branch finds them.
-        busy_branch = f"""
-            UNION ALL
-            SELECT u.id, false, false, false FROM users u
-            WHERE u.{where} AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = u.id)
-        """ if skip_locked and lock else ""
+        # Rows another transaction holds are invisible to SKIP LOCKED; the last column finds them.
+        busy = f"""(SELECT string_agg(u.id::text, ',' ORDER BY u.id) FROM users u
+                    WHERE u.{where} AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = u.id))""" \
+            if lock and skip_locked else "NULL"
         statement = text(f"""
             WITH held AS (
                 SELECT id, migrated_to_sanctum_at IS NOT NULL AS migrated FROM users
                 WHERE {where} ORDER BY id {locking}
+            ), classified AS (
+                SELECT id, migrated,
+                       NOT migrated AND EXISTS (SELECT 1 FROM personal_access_tokens t
+                                                WHERE t.tokenable_type = :tokenable_type AND t.tokenable_id = held.id
+                                               ) AS holds
+                FROM held
             )
-            SELECT h.id, h.migrated,
-                   EXISTS (SELECT 1 FROM personal_access_tokens t
-                           WHERE t.tokenable_type = :tokenable_type AND t.tokenable_id = h.id),
-                   true
-            FROM held h
-            {busy_branch}
+            SELECT (SELECT string_agg(id::text, ',' ORDER BY id) FROM classified WHERE NOT migrated AND NOT holds),
+                   (SELECT count(*) FROM classified WHERE migrated),
+                   (SELECT count(*) FROM classified WHERE holds),
+                   {busy}
         """)
         params = {"tokenable_type": tokenable_type}
         if scope.ids is not None:
-            params["ids"] = "{" + ",".join(str(int(i)) for i in scope.ids) + "}"
+            params["ids"] = ",".join(str(int(i)) for i in scope.ids)
         else:
             params.update(lo=scope.lo, hi=scope.hi)
-        held, busy = [], []
-        for uid, migrated, holds, is_held in conn.execute(statement, params):
-            if is_held:
-                held.append(UserState(uid, migrated, holds))
-            else:
-                busy.append(uid)
-        held.sort(key=lambda u: u.id)
-        return held, sorted(busy)
+        candidates, already, holders, busy_ids = conn.execute(statement, params).one()
+        return LockedUsers(_ids(candidates), already, holders, _ids(busy_ids))
 
-    def write(self, conn, ctx, token_rows, session_rows):
-        if not token_rows:
+    def write(self, conn, ctx, tokens, sessions):
+        if not tokens.user_ids:
             return {}
         expires_col = ", expires_at" if ctx.has_expires_at else ""
         expires_val = ", CAST(:expires_at AS timestamp)" if ctx.has_expires_at else ""
+        result = "SELECT tokenable_id, id FROM ins" if ctx.want_token_ids else "SELECT count(*), 0 FROM ins"
         statement = text(f"""
             WITH src AS (
-                SELECT * FROM json_to_recordset(CAST(:tokens AS json)) AS r(u bigint, h text)
+                SELECT * FROM unnest(CAST(string_to_array(:token_users, ',') AS bigint[]),
+                                     string_to_array(:token_hashes, ',')) AS r(u, h)
             ), ins AS (
                 INSERT INTO personal_access_tokens
                     (tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at{expires_col})
@@ -139,27 +146,48 @@ class PostgresChunkSql:
             ), mark AS (
                 UPDATE users SET migrated_to_sanctum_at = :now, migration_token_id = ins.id
                 FROM ins WHERE users.id = ins.tokenable_id
+                -- the id range lets the planner walk the primary key instead of scanning the whole table
+                AND users.id BETWEEN :token_lo AND :token_hi
             ), forgive AS (
                 DELETE FROM token_migration_failures f USING src WHERE f.user_id = src.u
             ), sess AS (
-                SELECT * FROM json_to_recordset(CAST(:sessions AS json))
-                    AS s(i text, u bigint, ip text, ua text, p text, sh text)
+                SELECT s.i, s.u, s.c, s.sh, x.ip, y.ua
+                FROM unnest(string_to_array(:session_ids, ','),
+                            CAST(string_to_array(:session_users, ',') AS bigint[]),
+                            string_to_array(:csrf_tokens, ','),
+                            string_to_array(:source_hashes, ',')) WITH ORDINALITY AS s(i, u, c, sh, n)
+                JOIN json_array_elements_text(CAST(:ips AS json)) WITH ORDINALITY AS x(ip, n) USING (n)
+                JOIN json_array_elements_text(CAST(:uas AS json)) WITH ORDINALITY AS y(ua, n) USING (n)
             ), sess_ins AS (
                 INSERT INTO sessions (id, user_id, ip_address, user_agent, payload, last_activity)
-                SELECT i, u, ip, ua, p, :last_activity FROM sess
+                SELECT i, u, ip, ua,
+                       -- base64 of the same frame PayloadFactory fills; PostgreSQL wraps base64 lines
+                       replace(encode(convert_to(CAST(:frame_head AS text) || c || CAST(:frame_middle AS text)
+                                                 || u::text || CAST(:frame_tail AS text), 'UTF8'), 'base64'),
+                               E'\\n', ''),
+                       :last_activity
+                FROM sess
             ), sess_ledger AS (
                 INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, created_at)
                 SELECT u, i, :run_id, sh, :now FROM sess
             )
-            SELECT tokenable_id, id FROM ins
+            {result}
         """)
+        head, middle, tail = ctx.payloads.frame
         params = {
-            "tokens": _dumps([{"u": r.user_id, "h": r.hash} for r in token_rows]),
-            "sessions": _dumps([
-                {"i": s.id, "u": s.user_id, "ip": s.ip_address, "ua": s.user_agent, "p": s.payload,
-                 "sh": s.source_hash}
-                for s in session_rows
-            ]),
+            "token_users": ",".join(map(str, tokens.user_ids)),
+            "token_hashes": ",".join(tokens.hashes),
+            "token_lo": min(tokens.user_ids),
+            "token_hi": max(tokens.user_ids),
+            "session_ids": ",".join(sessions.ids),
+            "session_users": ",".join(map(str, sessions.user_ids)),
+            "csrf_tokens": ",".join(sessions.csrf_tokens),
+            "source_hashes": ",".join(sessions.source_hashes),
+            "ips": json.dumps(sessions.ip_addresses, ensure_ascii=False),
+            "uas": json.dumps(sessions.user_agents, ensure_ascii=False),
+            "frame_head": head,
+            "frame_middle": middle,
+            "frame_tail": tail,
             "tokenable_type": ctx.tokenable_type,
             "token_name": ctx.token_name,
             "abilities": ctx.abilities,
@@ -169,7 +197,8 @@ class PostgresChunkSql:
         }
         if ctx.has_expires_at:
             params["expires_at"] = ctx.expires_at
-        return dict(conn.execute(statement, params).all())
+        rows = conn.execute(statement, params).all()
+        return dict(rows) if ctx.want_token_ids else {}
 
 
 class GenericChunkSql:
@@ -178,18 +207,18 @@ class GenericChunkSql:
         if lock:  # SQLite renders no FOR UPDATE: its BEGIN IMMEDIATE already serializes writers
             query = query.with_for_update(skip_locked=skip_locked)
         rows = conn.execute(query).all()
-        ids = [uid for uid, _ in rows]
+        fresh = [uid for uid, migrated_at in rows if migrated_at is None]
         holders: set[int] = set()
-        for start in range(0, len(ids), 500):
+        for start in range(0, len(fresh), 500):
             holders.update(conn.execute(
                 select(tokens.c.tokenable_id).distinct().where(
-                    tokens.c.tokenable_type == tokenable_type, tokens.c.tokenable_id.in_(ids[start : start + 500])
+                    tokens.c.tokenable_type == tokenable_type, tokens.c.tokenable_id.in_(fresh[start : start + 500])
                 )
             ).scalars())
-        return [UserState(uid, migrated is not None, uid in holders) for uid, migrated in rows], []
+        return LockedUsers([uid for uid in fresh if uid not in holders], len(rows) - len(fresh), len(holders))
 
-    def write(self, conn, ctx, token_rows, session_rows):
-        if not token_rows:
+    def write(self, conn, ctx, tokens_, sessions_):
+        if not tokens_.user_ids:
             return {}
         values = {
             "tokenable_type": ctx.tokenable_type,
@@ -200,15 +229,16 @@ class GenericChunkSql:
         }
         if ctx.has_expires_at:
             values["expires_at"] = ctx.expires_at
-        conn.execute(insert(tokens), [{**values, "tokenable_id": r.user_id, "token": r.hash} for r in token_rows])
+        conn.execute(insert(tokens), [{**values, "tokenable_id": uid, "token": h}
+                                      for uid, h in zip(tokens_.user_ids, tokens_.hashes, strict=True)])
         # These users held no token before and the chunk holds their rows, so their tokens are ours.
-        user_ids = [r.user_id for r in token_rows]
+        user_ids = tokens_.user_ids
         new_ids: dict[int, int] = {}
         for start in range(0, len(user_ids), 500):
-            part = user_ids[start : start + 500]
             new_ids.update(conn.execute(
                 select(tokens.c.tokenable_id, tokens.c.id).where(
-                    tokens.c.tokenable_type == ctx.tokenable_type, tokens.c.tokenable_id.in_(part)
+                    tokens.c.tokenable_type == ctx.tokenable_type,
+                    tokens.c.tokenable_id.in_(user_ids[start : start + 500]),
                 )
             ).all())
         conn.execute(insert(ledger_tokens), [
@@ -223,16 +253,17 @@ class GenericChunkSql:
         )
         conn.execute(ledger_failures.delete().where(ledger_failures.c.user_id == bindparam("uid")),
                      [{"uid": uid} for uid in user_ids])
-        if session_rows:
+        if sessions_.ids:
+            payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
             conn.execute(insert(sessions), [
-                {"id": s.id, "user_id": s.user_id, "ip_address": s.ip_address, "user_agent": s.user_agent,
-                 "payload": s.payload, "last_activity": ctx.last_activity}
-                for s in session_rows
+                {"id": sid, "user_id": uid, "ip_address": ip, "user_agent": ua, "payload": payload,
+                 "last_activity": ctx.last_activity}
+                for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
+                                                     sessions_.user_agents, payloads, strict=True)
             ])
             conn.execute(insert(ledger_sessions), [
-                {"session_id": s.id, "user_id": s.user_id, "run_id": ctx.run_id, "source_hash": s.source_hash,
-                 "created_at": ctx.now}
-                for s in session_rows
+                {"session_id": sid, "user_id": uid, "run_id": ctx.run_id, "source_hash": sh, "created_at": ctx.now}
+                for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
             ])
         return new_ids
 

@@ -75,6 +75,11 @@ class PayloadFactory:
         middle, tail = rest.split(str(self._USER_HOLE))
         self._head, self._middle, self._tail = head, middle, tail
 
+    @property
+    def frame(self) -> tuple[str, str, str]:
+        """The serialized text around the CSRF token and the user id: (head, middle, tail)."""
+        return self._head, self._middle, self._tail
+
     def payload(self, user_id: int, csrf_token: str) -> str:
         # The frame has the token's length baked in; anything else would be unreadable to Laravel.
         if not (len(csrf_token) == CSRF_TOKEN_LENGTH and csrf_token.isascii() and csrf_token.isalnum()):
@@ -87,10 +92,16 @@ class PayloadFactory:
         text = f"{self._head}{csrf_token}{self._middle}{user_id}{self._tail}"
         return base64.b64encode(text.encode("ascii")).decode("ascii")
 
-    def payloads(self, user_ids: list[int]) -> list[str]:
-        """One payload per user id (ints from the users table), each with a fresh CSRF token."""
-        tokens = random_alnum_block(len(user_ids), CSRF_TOKEN_LENGTH)
+    def payloads(self, user_ids: list[int], csrf_tokens: list[str] | None = None) -> list[str]:
+        """One payload per user id (ints from the users table); fresh CSRF tokens unless given
+        (callers pass tokens from ``new_csrf_tokens``)."""
+        tokens = csrf_tokens if csrf_tokens is not None else new_csrf_tokens(len(user_ids))
         return [self._fill(uid, tok) for uid, tok in zip(user_ids, tokens, strict=True)]
+
+
+def new_csrf_tokens(count: int) -> list[str]:
+    """``_token`` values as ``Str::random(40)`` makes them."""
+    return random_alnum_block(count, CSRF_TOKEN_LENGTH)
 
 
 def new_session_ids(count: int) -> list[str]:

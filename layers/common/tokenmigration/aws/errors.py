@@ -1,0 +1,42 @@
+"""Refusals of the control plane. The API layer maps them: UnknownRun 404, RunInProgress 409, the rest 400."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    code = "service_error"
+
+
+class RunInProgress(ServiceError):
+    """Another run (migration or rollback) holds the active-run lock."""
+
+    code = "run_in_progress"
+
+    def __init__(self, active_run_id: str | None) -> None:
+        super().__init__(f"run {active_run_id} is in progress")
+        self.active_run_id = active_run_id
+
+
+class UnknownRun(ServiceError):
+    code = "unknown_run"
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"no run {run_id!r}")
+        self.run_id = run_id
+
+
+class BadCursor(ServiceError):
+    """A paging cursor that this service did not hand out (or that was mangled on the way back)."""
+
+    code = "bad_cursor"
+
+    def __init__(self, message: str = "cursor is not valid") -> None:
+        super().__init__(message)
+
+
+class RollbackUnavailable(ServiceError):
+    code = "rollback_unavailable"
+
+    def __init__(self, message: str = "Rollback is not available") -> None:
+        # The default is the api.md refusal text, word for word.
+        super().__init__(message)

@@ -1,0 +1,103 @@
+"""Where the AWS resources are, from the environment.
+
+Like ``tokenmigration.config.Settings``: every value is optional at load time and a code path asks for
+what it uses with ``require``, so the exchange function does not need the state machine ARNs (and a
+misnamed variable fails the first request that needs it, with the variable's name in the message).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tokenmigration.config import ConfigError
+
+# Field name -> environment variable; ``require`` reports the variable, not the attribute.
+ENV_NAMES = {
+    "table_name": "TABLE_NAME",
+    "flags_path": "FLAGS_PATH",
+    "migration_state_machine_arn": "MIGRATION_STATE_MACHINE_ARN",
+    "rollback_state_machine_arn": "ROLLBACK_STATE_MACHINE_ARN",
+    "chunks_bucket": "CHUNKS_BUCKET",
+    "database_secret_arn": "DATABASE_SECRET_ARN",
+    "express_secrets_arn": "EXPRESS_SECRETS_ARN",
+    "app_key_secret_arn": "APP_KEY_SECRET_ARN",
+    "flags_max_age_seconds": "FLAGS_MAX_AGE_SECONDS",
+    "run_retention_days": "RUN_RETENTION_DAYS",
+}
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _arn(env: Mapping[str, str], name: str) -> str | None:
+    value = _text(env, name)
+    if value and not value.startswith("arn:"):
+        raise ConfigError(f"{name} must be an ARN (arn:...), got {value!r}")
+    return value
+
+
+def _flags_path(env: Mapping[str, str]) -> str | None:
+    value = _text(env, "FLAGS_PATH")
+    # Parameter names are FLAGS_PATH + flag name: without the slashes they would not form a hierarchy
+    # that GetParametersByPath can read back.
+    if value and not (value.startswith("/") and value.endswith("/") and len(value) > 1):
+        raise ConfigError(f"FLAGS_PATH must start and end with '/', such as /tokenmigration/dev/, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    table_name: str | None = None
+    flags_path: str | None = None
+    migration_state_machine_arn: str | None = None
+    rollback_state_machine_arn: str | None = None
+    chunks_bucket: str | None = None
+    # Secrets Manager ids (ARN or name): the secret values themselves never pass through here.
+    database_secret_arn: str | None = None
+    express_secrets_arn: str | None = None
+    app_key_secret_arn: str | None = None
+    # How stale a flag may be in a warm function: a flip reaches every function within this many seconds.
+    flags_max_age_seconds: int = 5
+    # Run items expire (DynamoDB TTL) this many days after they were written.
+    run_retention_days: int = 90
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
+        env = os.environ if env is None else env
+        return cls(
+            table_name=_text(env, "TABLE_NAME"),
+            flags_path=_flags_path(env),
+            migration_state_machine_arn=_arn(env, "MIGRATION_STATE_MACHINE_ARN"),
+            rollback_state_machine_arn=_arn(env, "ROLLBACK_STATE_MACHINE_ARN"),
+            chunks_bucket=_text(env, "CHUNKS_BUCKET"),
+            database_secret_arn=_text(env, "DATABASE_SECRET_ARN"),
+            express_secrets_arn=_text(env, "EXPRESS_SECRETS_ARN"),
+            app_key_secret_arn=_text(env, "APP_KEY_SECRET_ARN"),
+            flags_max_age_seconds=_int(env, "FLAGS_MAX_AGE_SECONDS", 5, minimum=0),
+            run_retention_days=_int(env, "RUN_RETENTION_DAYS", 90, minimum=1),
+        )
+
+    def require(self, *names: str) -> None:
+        """Fail with the variable names of settings a code path needs but nobody set."""
+        unknown = [name for name in names if name not in ENV_NAMES]
+        if unknown:
+            raise TypeError(f"unknown AWS settings: {unknown}")
+        missing = [ENV_NAMES[name] for name in names if getattr(self, name) in (None, "")]
+        if missing:
+            raise ConfigError(f"{', '.join(missing)} must be set for this operation")
