@@ -59,3 +59,8 @@ def test_feature_settings_are_required_only_by_their_feature():
 def test_secrets_stay_out_of_repr():
     s = Settings.from_env({"EXPRESS_SESSION_SECRETS": "hunter2", "LARAVEL_APP_KEY": "base64:c2VjcmV0"})
     assert "hunter2" not in repr(s) and "c2VjcmV0" not in repr(s)
+
+
+def test_urls_with_passwords_stay_out_of_repr():
+    s = Settings.from_env({"DATABASE_URL": "postgresql://u:dbpass@h/d", "REDIS_URL": "redis://:redispass@h:6379/0"})
+    assert "dbpass" not in repr(s) and "redispass" not in repr(s)

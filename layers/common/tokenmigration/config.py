@@ -52,8 +52,9 @@ def _secret_list(raw: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str | None = None
-    redis_url: str | None = None
+    # URLs may carry passwords: keep them out of repr() and so out of every log line.
+    database_url: str | None = field(default=None, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
     express_session_prefix: str = "sess:"
     express_user_id_path: str = "passport.user"
     express_session_cookie: str = "connect.sid"

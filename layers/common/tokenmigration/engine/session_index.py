@@ -30,6 +30,8 @@ INDEX_TTL_SECONDS = 7 * 24 * 3600
 SCAN_COUNT = 5000
 READ_BATCH = 2000
 _PLAIN_SID = re.compile(r"[A-Za-z0-9_-]+\Z")
+# Text JSON can carry between quotes as it is: no quote, backslash or control character.
+_PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f\u2028\u2029]*\Z')
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +65,19 @@ class ScanReport:
         }
 
 
+def _json_text(value: str | None) -> str | None:
+    if value is None:
+        return "null"
+    return f'"{value}"' if _PLAIN_TEXT.match(value) else None
+
+
 def _entry(sid: str, user_id: int, ip: str | None, ua: str | None) -> str:
     """One JSON array element, with a leading comma; built by hand for the common shapes."""
-    if ip is None and ua is None and _PLAIN_SID.match(sid):
-        return f',["{sid}",{user_id},null,null]'
-    return "," + json.dumps([sid, user_id, ip, ua], separators=(",", ":"))
+    if _PLAIN_SID.match(sid):
+        ip_json, ua_json = _json_text(ip), _json_text(ua)
+        if ip_json is not None and ua_json is not None:
+            return f',["{sid}",{user_id},{ip_json},{ua_json}]'
+    return "," + json.dumps([sid, user_id, ip, ua], separators=(",", ":"), ensure_ascii=False)
 
 
 class RedisIndexStore:

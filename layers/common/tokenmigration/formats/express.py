@@ -63,6 +63,8 @@ def _walk(document: Any, path: Sequence[str]) -> Any:
 
 def normalize_user_id(value: Any) -> int | None:
     """A users.id from whatever the app serialized; None when it cannot be one."""
+    if type(value) is int:  # the common case first; bool is a subclass of int and is refused below
+        return value if 0 <= value <= _MAX_USER_ID else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -98,9 +100,9 @@ class SessionDecoder:
     def classify(self, document: Any) -> ParsedSession:
         if document is None:
             return ParsedSession(SessionKind.NULL_VALUE)
-        if not isinstance(document, dict):
+        if type(document) is not dict:  # json.loads only makes plain dicts; this runs per session
             return ParsedSession(SessionKind.NOT_AN_OBJECT)
-        if not isinstance(document.get("cookie"), dict):
+        if type(document.get("cookie")) is not dict:
             return ParsedSession(SessionKind.INVALID_COOKIE)
         raw_user = _walk(document, self.path)
         if raw_user is None:

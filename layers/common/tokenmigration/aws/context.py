@@ -1,0 +1,91 @@
+"""Everything a Lambda needs, built once per warm container and shared by its invocations.
+
+Handlers call ``services()``; tests call ``reset_services()`` between cases (each test builds its own
+moto resources, database and Redis). Clients are created lazily, so a function only connects to what it
+uses (the stats route never opens Redis, the run routes never open the database).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import boto3
+from sqlalchemy import Engine
+
+from tokenmigration.aws.flags import FeatureFlags
+from tokenmigration.aws.runs import RunLedger
+from tokenmigration.aws.secrets import resolve_settings
+from tokenmigration.aws.settings import AwsSettings
+from tokenmigration.config import Settings
+from tokenmigration.db.connection import make_engine
+from tokenmigration.engine.migrator import Migrator
+from tokenmigration.redis_client import RedisLike, connect
+
+
+@dataclass
+class Services:
+    settings: Settings
+    aws: AwsSettings
+
+    @cached_property
+    def engine(self) -> Engine:
+        # One connection per container: Lambda runs one invocation at a time per container.
+        return make_engine(self.settings.database_url, pool_size=1, max_overflow=1)
+
+    @cached_property
+    def redis(self) -> RedisLike:
+        return connect(self.settings.redis_url)
+
+    @cached_property
+    def migrator(self) -> Migrator:
+        return Migrator(self.settings, self.engine, self.redis if self.settings.redis_url else None)
+
+    @cached_property
+    def ledger(self) -> RunLedger:
+        self.aws.require("table_name")
+        return RunLedger.from_settings(self.aws, client=self.dynamodb)
+
+    @cached_property
+    def flags(self) -> FeatureFlags:
+        self.aws.require("flags_path")
+        return FeatureFlags.from_settings(self.aws, ssm_client=self.client("ssm"))
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @cached_property
+    def stepfunctions(self) -> Any:
+        return self.client("stepfunctions")
+
+    @cached_property
+    def s3(self) -> Any:
+        return self.client("s3")
+
+    def client(self, name: str) -> Any:
+        return boto3.client(name)
+
+
+_services: Services | None = None
+_guard = threading.Lock()
+
+
+def services() -> Services:
+    """Settings from the environment (secrets resolved from Secrets Manager), built on first use."""
+    global _services
+    with _guard:
+        if _services is None:
+            aws = AwsSettings.from_env()
+            _services = Services(resolve_settings(Settings.from_env(), aws), aws)
+        return _services
+
+
+def reset_services() -> None:
+    global _services
+    with _guard:
+        if _services is not None and "engine" in _services.__dict__:
+            _services.engine.dispose()
+        _services = None
