@@ -72,10 +72,25 @@ def test_rerunning_a_chunk_changes_nothing(migrator, db_engine, redis_client):
     put_session(redis_client, "x" * 32, express(3))
     plan, first = run_all(migrator, chunk_size=10)
     before = snapshot(db_engine)
-    again = migrator.migrate_chunk(plan.chunks[0], "run-1")
+    again = migrator.migrate_chunk(plan.chunks[0], "run-2")
     assert snapshot(db_engine) == before
     assert (again.migrated_users, again.skipped_users, again.skip_reasons["already_migrated"]) == (0, 4, 4)
+    assert migrator.migrate_chunk(plan.chunks[0], "run-1").migrated_users == 4  # same run: same report
     assert first[0].migrated_users == 4
+
+
+def test_a_chunk_retried_after_it_committed_reports_the_same_counts(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2, 3])
+    add_app_token(db_engine, 3)
+    put_session(redis_client, "r1", express(1))
+    plan = migrator.plan("run-1", 10)
+    first = migrator.migrate_chunk(plan.chunks[0], "run-1")
+    retry = migrator.migrate_chunk(plan.chunks[0], "run-1")  # e.g. the Lambda timed out after COMMIT
+    other_run = migrator.migrate_chunk(plan.chunks[0], "run-2")
+    for result in (first, retry):
+        assert (result.migrated_users, result.skipped_users, result.sessions_migrated) == (2, 1, 1)
+        assert result.skip_reasons == {"has_tokens": 1}
+    assert (other_run.migrated_users, other_run.skipped_users, other_run.skip_reasons["already_migrated"]) == (0, 3, 2)
 
 
 def test_token_holders_and_migrated_users_are_skipped_not_failed(migrator, db_engine, redis_client):
@@ -246,11 +261,14 @@ def test_two_workers_on_overlapping_chunks_migrate_each_user_once(settings, db_e
     results = []
     barrier = threading.Barrier(2)
 
-    def work(m, chunk):
+    def work(m, chunk, run_id):
         barrier.wait()
-        results.append(m.migrate_chunk(chunk, "run-1"))
+        results.append(m.migrate_chunk(chunk, run_id))
 
-    threads = [threading.Thread(target=work, args=(m, c)) for m, c in zip((first, second), overlapping, strict=True)]
+    # Two runs (say the CLI and a Lambda); the index of run-1 serves both.
+    second.index_store = lambda _run_id: first.index_store("run-1")
+    threads = [threading.Thread(target=work, args=(m, c, "run-1" if m is first else "run-2"))
+               for m, c in zip((first, second), overlapping, strict=True)]
     for t in threads:
         t.start()
     for t in threads:
@@ -279,7 +297,7 @@ def test_a_user_row_held_by_the_app_fails_with_a_code_and_the_rest_proceeds(migr
     with db_engine.connect() as conn:
         assert conn.execute(select(ledger_failures.c.user_id, ledger_failures.c.code)).all() == [(2, "user_locked")]
     retry = migrator.migrate_chunk(plan.chunks[0], "run-1")
-    assert (retry.migrated_users, retry.skipped_users, retry.failed_users) == (1, 2, 0)
+    assert (retry.migrated_users, retry.skipped_users, retry.failed_users) == (3, 0, 0)  # all three by run-1
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one() == 0
 

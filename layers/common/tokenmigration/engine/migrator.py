@@ -173,7 +173,31 @@ class Migrator:
         cleanup removes it once it is past its lifetime.
         """
         found = self.index_store(run_id).read(chunk.number)
-        return self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run).result
+        result = self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run).result
+        if not dry_run:
+            self._count_from_ledger(result, chunk, run_id)
+        return result
+
+    def _count_from_ledger(self, result: ChunkResult, chunk: Chunk, run_id: str) -> None:
+        """Report what this run did in the chunk, whichever attempt did it.
+
+        A chunk retried after its transaction committed sees its own users as already migrated;
+        the ledger knows they were this run's, so every attempt reports the same counts.
+        """
+        in_chunk = ledger_tokens.c.user_id.between(chunk.lo, chunk.hi)
+        with self.engine.connect() as conn:
+            migrated = conn.execute(select(func.count()).select_from(ledger_tokens)
+                                    .where(in_chunk, ledger_tokens.c.run_id == run_id)).scalar_one()
+            carried = conn.execute(select(func.count()).select_from(ledger_sessions)
+                                   .where(ledger_sessions.c.user_id.between(chunk.lo, chunk.hi),
+                                          ledger_sessions.c.run_id == run_id)).scalar_one()
+        earlier = migrated - result.migrated_users  # migrated by an earlier attempt of this run
+        if earlier > 0:
+            result.skipped_users -= earlier
+            result.skip_reasons[SKIP_ALREADY_MIGRATED] -= earlier
+            if not result.skip_reasons[SKIP_ALREADY_MIGRATED]:
+                del result.skip_reasons[SKIP_ALREADY_MIGRATED]
+        result.migrated_users, result.sessions_migrated = migrated, carried
 
     def migrate_user(
         self,
