@@ -52,7 +52,7 @@ laravel_tokens = Table(
     Column("token", String(64), nullable=False, unique=True),
     Column("abilities", Text, nullable=True),
     Column("last_used_at", Timestamp, nullable=True),
-    Column("expires_at", Timestamp, nullable=True, index=True),
+    Column("expires_at", Timestamp, nullable=True),  # compat.md's DDL: no index of its own
     Column("created_at", Timestamp, nullable=True),
     Column("updated_at", Timestamp, nullable=True),
     Index("personal_access_tokens_tokenable_type_tokenable_id_index", "tokenable_type", "tokenable_id"),
