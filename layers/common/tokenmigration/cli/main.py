@@ -100,6 +100,11 @@ def _services(settings: Settings):
     return migrator
 
 
+def _target(migrator) -> str:
+    """The database a destructive verb acts on, as the operator configured it (password hidden)."""
+    return migrator.engine.url.render_as_string(hide_password=True)
+
+
 def _emit(data: dict[str, Any], as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if as_json else text)
 
@@ -155,7 +160,7 @@ def cmd_migrate(args, settings: Settings) -> int:
 
     migrator = _services(settings)
     if not args.dry_run:
-        confirm("Migrate every user to Sanctum tokens and Laravel sessions?", args.yes)
+        confirm(f"Migrate every user of {_target(migrator)} to Sanctum tokens and Laravel sessions?", args.yes)
     bar = ProgressBar(quiet=args.json)
     try:
         summary = LocalDriver(settings, migrator, args.workers).migrate(args.chunk_size, args.dry_run, bar)
@@ -176,7 +181,7 @@ def cmd_rollback(args, settings: Settings) -> int:
     from tokenmigration.local_driver import LocalDriver
 
     migrator = _services(settings)
-    confirm("Remove every token and session this tool created, for every user?", args.yes)
+    confirm(f"Remove every token and session this tool created in {_target(migrator)}, for every user?", args.yes)
     bar = ProgressBar(quiet=args.json)
     try:
         summary = LocalDriver(settings, migrator, args.workers).rollback(args.chunk_size, bar)
