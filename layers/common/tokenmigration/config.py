@@ -20,7 +20,8 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the environment variable."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+def env_int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    """An integer setting; the error names the variable."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -106,20 +107,20 @@ class Settings:
             express_session_cookie=env.get("EXPRESS_SESSION_COOKIE", "").strip() or "connect.sid",
             express_session_secrets=_secret_list(env.get("EXPRESS_SESSION_SECRETS", "")),
             laravel_session_serialization=serialization,  # type: ignore[arg-type]
-            laravel_session_lifetime=_int(env, "LARAVEL_SESSION_LIFETIME", 120, minimum=1),  # type: ignore[arg-type]
+            laravel_session_lifetime=env_int(env, "LARAVEL_SESSION_LIFETIME", 120, minimum=1),  # type: ignore[arg-type]
             laravel_session_cookie=env.get("LARAVEL_SESSION_COOKIE", "").strip() or None,
             laravel_app_key=env.get("LARAVEL_APP_KEY", "").strip() or None,
             sanctum_token_prefix=env.get("SANCTUM_TOKEN_PREFIX", ""),
             sanctum_tokenable_type=env.get("SANCTUM_TOKENABLE_TYPE", "").strip() or "App\\Models\\User",
-            sanctum_expiration=_int(env, "SANCTUM_EXPIRATION", None, minimum=1),
+            sanctum_expiration=env_int(env, "SANCTUM_EXPIRATION", None, minimum=1),
             migration_token_name=token_name,
             migration_token_abilities=tuple(_abilities(env)),
-            migration_token_expires_days=_int(env, "MIGRATION_TOKEN_EXPIRES_DAYS", None, minimum=1),
-            cleanup_prune_hours=_int(env, "CLEANUP_PRUNE_HOURS", 24),  # type: ignore[arg-type]
-            migration_token_unused_retention_days=_int(
+            migration_token_expires_days=env_int(env, "MIGRATION_TOKEN_EXPIRES_DAYS", None, minimum=1),
+            cleanup_prune_hours=env_int(env, "CLEANUP_PRUNE_HOURS", 24),  # type: ignore[arg-type]
+            migration_token_unused_retention_days=env_int(
                 env, "MIGRATION_TOKEN_UNUSED_RETENTION_DAYS", None, minimum=1
             ),
-            lock_timeout_ms=_int(env, "MIGRATION_LOCK_TIMEOUT_MS", 5000, minimum=1),  # type: ignore[arg-type]
+            lock_timeout_ms=env_int(env, "MIGRATION_LOCK_TIMEOUT_MS", 5000, minimum=1),  # type: ignore[arg-type]
         )
 
     def require(self, *names: str) -> None:

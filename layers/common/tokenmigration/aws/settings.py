@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tokenmigration.config import ConfigError
+from tokenmigration.config import ConfigError, env_int
 
 # Field name -> environment variable; ``require`` reports the variable, not the attribute.
 ENV_NAMES = {
@@ -30,19 +30,6 @@ ENV_NAMES = {
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
-    return value
 
 
 def _arn(env: Mapping[str, str], name: str) -> str | None:
@@ -89,8 +76,8 @@ class AwsSettings:
             database_secret_arn=_text(env, "DATABASE_SECRET_ARN"),
             express_secrets_arn=_text(env, "EXPRESS_SECRETS_ARN"),
             app_key_secret_arn=_text(env, "APP_KEY_SECRET_ARN"),
-            flags_max_age_seconds=_int(env, "FLAGS_MAX_AGE_SECONDS", 5, minimum=0),
-            run_retention_days=_int(env, "RUN_RETENTION_DAYS", 90, minimum=1),
+            flags_max_age_seconds=env_int(env, "FLAGS_MAX_AGE_SECONDS", 5, minimum=0),
+            run_retention_days=env_int(env, "RUN_RETENTION_DAYS", 90, minimum=1),
         )
 
     def require(self, *names: str) -> None:
