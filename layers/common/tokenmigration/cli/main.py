@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--chunk-size", type=_chunk_size, default=2000, help="users per chunk (default 2000)")
-        p.add_argument("--workers", type=_positive, default=os.cpu_count() or 2,
-                       help="parallel workers (default: one per CPU)")
+        # One more worker than CPUs: each worker waits on PostgreSQL for part of every chunk.
+        p.add_argument("--workers", type=_positive, default=(os.cpu_count() or 1) + 1,
+                       help="parallel worker processes (default: one per CPU, plus one)")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         p.add_argument("--json", action="store_true", help="print the summary as JSON")
 

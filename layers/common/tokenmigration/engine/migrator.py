@@ -184,13 +184,13 @@ class Migrator:
         A chunk retried after its transaction committed sees its own users as already migrated;
         the ledger knows they were this run's, so every attempt reports the same counts.
         """
-        in_chunk = ledger_tokens.c.user_id.between(chunk.lo, chunk.hi)
+        def this_run(ledger):
+            return (select(func.count()).select_from(ledger)
+                    .where(ledger.c.user_id.between(chunk.lo, chunk.hi), ledger.c.run_id == run_id)
+                    .scalar_subquery())
+
         with self.engine.connect() as conn:
-            migrated = conn.execute(select(func.count()).select_from(ledger_tokens)
-                                    .where(in_chunk, ledger_tokens.c.run_id == run_id)).scalar_one()
-            carried = conn.execute(select(func.count()).select_from(ledger_sessions)
-                                   .where(ledger_sessions.c.user_id.between(chunk.lo, chunk.hi),
-                                          ledger_sessions.c.run_id == run_id)).scalar_one()
+            migrated, carried = conn.execute(select(this_run(ledger_tokens), this_run(ledger_sessions))).one()
         earlier = migrated - result.migrated_users  # migrated by an earlier attempt of this run
         if earlier > 0:
             result.skipped_users -= earlier
