@@ -64,3 +64,22 @@ def test_secrets_stay_out_of_repr():
 def test_urls_with_passwords_stay_out_of_repr():
     s = Settings.from_env({"DATABASE_URL": "postgresql://u:dbpass@h/d", "REDIS_URL": "redis://:redispass@h:6379/0"})
     assert "dbpass" not in repr(s) and "redispass" not in repr(s)
+
+
+@pytest.mark.parametrize("query", ["?cluster=0", "?cluster=False", "?cluster=no", "", "?socket_timeout=0.5&cluster=off"])
+def test_redis_urls_that_are_not_clusters(query):
+    from tokenmigration.redis_client import connect
+
+    client = connect(f"redis://127.0.0.1:6379/3{query}")
+    assert client.connection_pool.connection_kwargs["db"] == 3
+    assert "cluster" not in client.connection_pool.connection_kwargs
+    if "socket_timeout" in query:
+        assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.5
+
+
+def test_a_bad_cluster_flag_names_the_setting_not_the_url():
+    from tokenmigration.redis_client import connect
+
+    with pytest.raises(ConfigError, match="REDIS_URL") as raised:
+        connect("redis://:hunter2@127.0.0.1:6379/0?cluster=maybe")
+    assert "hunter2" not in str(raised.value)

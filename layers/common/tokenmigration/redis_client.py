@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
@@ -12,16 +12,29 @@ from tokenmigration.config import ConfigError
 RedisLike = redis.Redis | RedisCluster
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
 def connect(url: str | None) -> RedisLike:
-    """Connect from REDIS_URL; ``?cluster=true`` selects Redis Cluster mode."""
+    """Connect from REDIS_URL; ``?cluster=true`` selects Redis Cluster mode.
+
+    ``cluster`` is ours, not redis-py's: it is taken out of the query, and every other
+    option (``socket_timeout=...``, ``ssl_cert_reqs=...``) goes on to redis-py in both modes.
+    """
     if not url:
         raise ConfigError("REDIS_URL must be set")
-    query = parse_qs(urlsplit(url).query)
-    cluster = query.pop("cluster", ["false"])[0].lower() in ("1", "true", "yes")
-    if cluster:
-        base = url.split("?", 1)[0]
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flags = [value.strip().lower() for name, value in query if name == "cluster"]
+    flag = flags[-1] if flags else "false"
+    if flag not in _TRUE + _FALSE:
+        # Name the setting, not the URL: it may hold a password.
+        raise ConfigError(f"REDIS_URL: cluster must be true or false, got {flag!r}")
+    base = urlunsplit(parts._replace(query=urlencode([(n, v) for n, v in query if n != "cluster"])))
+    if flag in _TRUE:
         return RedisCluster.from_url(base, decode_responses=False)
-    return redis.Redis.from_url(url.replace("cluster=false", "").rstrip("?&"), decode_responses=False)
+    return redis.Redis.from_url(base, decode_responses=False)
 
 
 def is_cluster(client: RedisLike) -> bool:
