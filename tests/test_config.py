@@ -66,7 +66,9 @@ def test_urls_with_passwords_stay_out_of_repr():
     assert "dbpass" not in repr(s) and "redispass" not in repr(s)
 
 
-@pytest.mark.parametrize("query", ["?cluster=0", "?cluster=False", "?cluster=no", "", "?socket_timeout=0.5&cluster=off"])
+@pytest.mark.parametrize(
+    "query", ["?cluster=0", "?cluster=False", "?cluster=no", "", "?socket_timeout=0.5&cluster=off"]
+)
 def test_redis_urls_that_are_not_clusters(query):
     from tokenmigration.redis_client import connect
 
