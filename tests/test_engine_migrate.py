@@ -72,6 +72,7 @@ def test_rerunning_a_chunk_changes_nothing(migrator, db_engine, redis_client):
     put_session(redis_client, "x" * 32, express(3))
     plan, first = run_all(migrator, chunk_size=10)
     before = snapshot(db_engine)
+    migrator.plan("run-2", 10)
     again = migrator.migrate_chunk(plan.chunks[0], "run-2")
     assert snapshot(db_engine) == before
     assert (again.migrated_users, again.skipped_users, again.skip_reasons["already_migrated"]) == (0, 4, 4)
@@ -86,6 +87,7 @@ def test_a_chunk_retried_after_it_committed_reports_the_same_counts(migrator, db
     plan = migrator.plan("run-1", 10)
     first = migrator.migrate_chunk(plan.chunks[0], "run-1")
     retry = migrator.migrate_chunk(plan.chunks[0], "run-1")  # e.g. the Lambda timed out after COMMIT
+    migrator.plan("run-2", 10)
     other_run = migrator.migrate_chunk(plan.chunks[0], "run-2")
     for result in (first, retry):
         assert (result.migrated_users, result.skipped_users, result.sessions_migrated) == (2, 1, 1)
@@ -206,12 +208,34 @@ def test_odd_session_ids_survive_the_index(migrator, db_engine, redis_client):
     assert migrator.migrate_chunk(plan.chunks[0], "run-1").sessions_migrated == 1
 
 
+def test_a_chunk_refuses_to_run_without_a_complete_index(migrator, db_engine, redis_client):
+    # Migrating without the sessions would log every user of the chunk out: refuse instead.
+    from tokenmigration.engine.errors import SessionIndexMissing
+
+    add_users(db_engine, [1])
+    put_session(redis_client, "s", express(1))
+    plan = migrator.plan("run-1", 10)
+    migrator.discard_index("run-1", plan.chunks)
+    with pytest.raises(SessionIndexMissing):
+        migrator.migrate_chunk(plan.chunks[0], "run-1")
+    with pytest.raises(SessionIndexMissing):
+        migrator.migrate_chunk(plan.chunks[0], "never-planned")
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == 0
+
+
+def test_a_chunk_without_sessions_in_a_complete_index_migrates(migrator, db_engine, redis_client):
+    add_users(db_engine, [1])
+    plan = migrator.plan("run-1", 10)
+    assert migrator.migrate_chunk(plan.chunks[0], "run-1").migrated_users == 1
+
+
 def test_the_index_is_discarded_after_the_run(migrator, db_engine, redis_client):
     add_users(db_engine, [1])
     put_session(redis_client, "s", express(1))
     plan = migrator.plan("run-1", 10)
     assert redis_client.exists(migrator.index_store("run-1").key(0))
-    assert 0 < redis_client.ttl(migrator.index_store("run-1").key(0)) <= 7 * 24 * 3600
+    assert 14 * 24 * 3600 < redis_client.ttl(migrator.index_store("run-1").key(0)) <= 15 * 24 * 3600  # redrive window
     migrator.discard_index("run-1", plan.chunks)
     assert not redis_client.keys("tokenmigration:index:*")
 

@@ -11,6 +11,9 @@ import pytest
 from aws_lambda_powertools.utilities import parameters
 from moto import mock_aws
 
+# template.yaml deployed into moto, its Lambdas running our handlers: the ``aws_stack`` fixture (stack.py).
+from stack import aws_stack  # noqa: F401
+
 from tokenmigration.aws.runs import RunLedger
 from tokenmigration.aws.table_schema import create_table
 

@@ -34,6 +34,32 @@ def env_int(env: Mapping[str, str], name: str, default: int | None, minimum: int
     return value
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting (1/true/yes/on, 0/false/no/off); the error names the variable."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _cookie_domain(env: Mapping[str, str]) -> str | None:
+    raw = env.get("LARAVEL_SESSION_DOMAIN", "").strip()
+    if not raw:
+        return None
+    # It goes into a Set-Cookie header as it is: nothing that could end the attribute or the header.
+    if any(ch in raw for ch in ';,"\\') or any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7e for ch in raw):
+        raise ConfigError(f"LARAVEL_SESSION_DOMAIN must be a domain such as .example.com, got {raw!r}")
+    return raw
+
+
 def _abilities(env: Mapping[str, str]) -> list[str]:
     raw = env.get("MIGRATION_TOKEN_ABILITIES", "").strip()
     if not raw:
@@ -64,6 +90,9 @@ class Settings:
     laravel_session_lifetime: int = 120
     laravel_session_cookie: str | None = None
     laravel_app_key: str | None = field(default=None, repr=False)
+    # The Laravel session cookie the exchange sets: session.secure and session.domain.
+    laravel_session_secure: bool = True
+    laravel_session_domain: str | None = None
     sanctum_token_prefix: str = ""
     sanctum_tokenable_type: str = "App\\Models\\User"
     sanctum_expiration: int | None = None
@@ -76,6 +105,9 @@ class Settings:
     migration_token_unused_retention_days: int | None = None
     # How long a chunk waits for a user row another transaction holds before reporting it.
     lock_timeout_ms: int = 5000
+    # The exchange's per-source limit on failed attempts: this many per fixed window, then 429.
+    exchange_failure_limit: int = 20
+    exchange_failure_window_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +142,8 @@ class Settings:
             laravel_session_lifetime=env_int(env, "LARAVEL_SESSION_LIFETIME", 120, minimum=1),  # type: ignore[arg-type]
             laravel_session_cookie=env.get("LARAVEL_SESSION_COOKIE", "").strip() or None,
             laravel_app_key=env.get("LARAVEL_APP_KEY", "").strip() or None,
+            laravel_session_secure=env_bool(env, "LARAVEL_SESSION_SECURE", True),
+            laravel_session_domain=_cookie_domain(env),
             sanctum_token_prefix=env.get("SANCTUM_TOKEN_PREFIX", ""),
             sanctum_tokenable_type=env.get("SANCTUM_TOKENABLE_TYPE", "").strip() or "App\\Models\\User",
             sanctum_expiration=env_int(env, "SANCTUM_EXPIRATION", None, minimum=1),
@@ -121,6 +155,10 @@ class Settings:
                 env, "MIGRATION_TOKEN_UNUSED_RETENTION_DAYS", None, minimum=1
             ),
             lock_timeout_ms=env_int(env, "MIGRATION_LOCK_TIMEOUT_MS", 5000, minimum=1),  # type: ignore[arg-type]
+            exchange_failure_limit=env_int(env, "EXCHANGE_FAILURE_LIMIT", 20, minimum=1),  # type: ignore[arg-type]
+            exchange_failure_window_seconds=env_int(  # type: ignore[arg-type]
+                env, "EXCHANGE_FAILURE_WINDOW_SECONDS", 300, minimum=1
+            ),
         )
 
     def require(self, *names: str) -> None:

@@ -161,6 +161,7 @@ class LocalDriver:
         chunks = self.migrator.plan_chunks(chunk_size)
         summary.total_users, summary.total_batches = sum(c.users for c in chunks), len(chunks)
         store = self.migrator.index_store(run_id)
+        store.drop(c.number for c in chunks)  # run ids are fresh, but never trust a leftover slice
         try:
             with self._pool(run_id, chunks) as pool:
                 summary.phase = "indexing sessions"
@@ -173,6 +174,7 @@ class LocalDriver:
                     summary.problems += report.problems
                     if progress:
                         progress(summary)
+                store.mark_complete(summary.keys_seen)
                 summary.phase = "migrating"
                 futures = [pool.submit(_migrate, chunk, run_id, dry_run) for chunk in chunks]
                 for future in as_completed(futures):

@@ -23,3 +23,15 @@ class NotMigrated(MigrationError):
 
 class UserBusy(MigrationError):
     code = "user_locked"
+
+
+class NoMigrationToken(MigrationError):
+    """A migrated user whose migration token is gone (revoked, pruned) or expired: nothing to deliver."""
+
+    code = "no_migration_token"
+
+
+class SessionIndexMissing(MigrationError):
+    """A chunk ran without its run's complete session index; migrating it would drop sessions."""
+
+    code = "session_index_missing"

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, insert, literal_column, select, text, union, update
+from sqlalchemy import Connection, Engine, delete, func, insert, literal_column, or_, select, text, union, update
 
 from tokenmigration.config import ConfigError, Settings
 from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
@@ -69,6 +69,38 @@ class UserMigration:
     sessions_migrated: int
     session_ids: list[str] = field(default_factory=list)
     token: sanctum.MintedToken | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserStatus:
+    user_id: int
+    migrated: bool
+
+
+@dataclass(slots=True)
+class IssuedToken:
+    """A migration token whose plaintext is being delivered (exchange): the secret stays in memory only."""
+
+    token_id: int
+    token: sanctum.MintedToken
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+
+    @property
+    def plaintext(self) -> str:
+        return self.token.plaintext(self.token_id)
+
+    def expires_in(self, now: datetime, sanctum_expiration: int | None = None) -> int | None:
+        """Seconds until Sanctum stops accepting the token (``expires_at`` and ``sanctum.expiration``)."""
+        ends = [self.expires_at] if self.expires_at is not None else []
+        if sanctum_expiration and self.created_at is not None:
+            ends.append(self.created_at + timedelta(minutes=sanctum_expiration))
+        if not ends:
+            return None
+        return max(0, int((min(ends) - now).total_seconds()))
+
+    def __repr__(self) -> str:  # never let a plaintext reach a log through repr()
+        return f"IssuedToken(token_id={self.token_id})"
 
 
 @dataclass(slots=True)
@@ -331,6 +363,111 @@ class Migrator:
                 {"user_id": uid, "run_id": run_id, "code": code, "message": message, "failed_at": now}
                 for uid in user_ids
             ])
+
+    # --- exchange (one user, one live Express session) ----------------------------------------
+
+    def user_status(self, user_id: int) -> UserStatus | None:
+        """One primary-key lookup: does the user exist, and is it migrated?"""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(users.c.id, users.c.migrated_to_sanctum_at).where(users.c.id == user_id)
+            ).first()
+        return None if row is None else UserStatus(int(row.id), row.migrated_to_sanctum_at is not None)
+
+    def issued_token(self, migration: UserMigration) -> IssuedToken:
+        """The token ``migrate_user(deliver_token=True)`` minted, with the row's times."""
+        if migration.token is None:
+            raise ValueError("migrate_user was not asked to deliver the token")
+        columns = [tokens.c.created_at] + ([tokens.c.expires_at] if self.has_expires_at else [])
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*columns).where(tokens.c.id == migration.token_id)).first()
+        if row is None:
+            raise errors.NoMigrationToken(f"the migration token of user {migration.user_id} is gone")
+        return IssuedToken(migration.token_id, migration.token, row[0], row[1] if self.has_expires_at else None)
+
+    def rotate_migration_token(self, user_id: int) -> IssuedToken:
+        """Give the user's migration token a fresh plaintext; its id and ``users.migration_token_id`` stay.
+
+        One UPDATE replaces the stored hash of the token ``users.migration_token_id`` names, and only if
+        that token is in the ledger, belongs to the user and Sanctum would still accept it (not past
+        ``expires_at`` or ``sanctum.expiration``). Earlier plaintexts stop working at once, so a retried
+        exchange ends with exactly one working token. Raises ``NoMigrationToken`` when there is none
+        (revoked by the app, pruned by cleanup, expired): a rotation never creates a second token.
+        """
+        s = self.settings
+        minted = sanctum.mint_token(s.sanctum_token_prefix)
+        now = utcnow()
+        has_expires_at = self.has_expires_at
+        conditions = [
+            tokens.c.id == select(users.c.migration_token_id).where(users.c.id == user_id).scalar_subquery(),
+            tokens.c.tokenable_type == s.sanctum_tokenable_type,
+            tokens.c.tokenable_id == user_id,
+            tokens.c.id.in_(select(ledger_tokens.c.token_id).where(ledger_tokens.c.user_id == user_id)),
+        ]
+        if has_expires_at:
+            conditions.append(or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now))
+        if s.sanctum_expiration:
+            conditions.append(tokens.c.created_at > now - timedelta(minutes=s.sanctum_expiration))
+        returning = [tokens.c.id, tokens.c.created_at] + ([tokens.c.expires_at] if has_expires_at else [])
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                update(tokens).where(*conditions).values(token=minted.hash, updated_at=now).returning(*returning)
+            ).first()
+        if row is None:
+            raise errors.NoMigrationToken(f"user {user_id} holds no live migration token")
+        return IssuedToken(int(row[0]), minted, row[1], row[2] if has_expires_at else None)
+
+    def session_for_express_session(self, entry: IndexedSession, run_id: str) -> str:
+        """The Laravel session row migrated from this Express session, or a new one; returns its id.
+
+        Found: the ledger row with ``source_hash = sha256(Express session id)`` for the user whose
+        session row still exists, still belongs to the user (Laravel rewrites ``user_id`` on every
+        request and drops the row on logout) and is not past ``LARAVEL_SESSION_LIFETIME``; its
+        ``last_activity`` is touched, as any Laravel request would. Otherwise a new row is written and
+        ledgered (with the source hash), so rollback removes it. The user row is locked meanwhile, so
+        concurrent exchanges of one session end with one row. Raises ``NotMigrated`` / ``UnknownUser``.
+        """
+        s = self.settings
+        user_id = entry.user_id
+        now = utcnow()
+        now_ts = int(now.replace(tzinfo=UTC).timestamp())
+        fingerprint = session_fingerprint(entry.session_id)
+        with self.engine.begin() as conn:
+            user = conn.execute(
+                select(users.c.id, users.c.migrated_to_sanctum_at).where(users.c.id == user_id).with_for_update()
+            ).first()
+            if user is None:
+                raise errors.UnknownUser(f"no user with id {user_id}")
+            if user.migrated_to_sanctum_at is None:
+                raise errors.NotMigrated(f"user {user_id} is not migrated")
+            found = conn.execute(
+                select(sessions.c.id)
+                .join(ledger_sessions, ledger_sessions.c.session_id == sessions.c.id)
+                .where(
+                    ledger_sessions.c.user_id == user_id,
+                    ledger_sessions.c.source_hash == fingerprint,
+                    sessions.c.user_id == user_id,
+                    sessions.c.last_activity >= now_ts - s.laravel_session_lifetime * 60,
+                )
+                .order_by(sessions.c.last_activity.desc(), sessions.c.id)
+                .limit(1)
+            ).first()
+            if found is not None:
+                conn.execute(update(sessions).where(sessions.c.id == found.id).values(last_activity=now_ts))
+                return found.id
+            session_id = new_session_ids(1)[0]
+            conn.execute(insert(sessions).values(
+                id=session_id,
+                user_id=user_id,
+                ip_address=clean_ip(entry.ip_address),
+                user_agent=clean_user_agent(entry.user_agent),
+                payload=self._payloads.payload(user_id, new_csrf_tokens(1)[0]),
+                last_activity=now_ts,
+            ))
+            conn.execute(insert(ledger_sessions).values(
+                user_id=user_id, session_id=session_id, run_id=run_id, source_hash=fingerprint, created_at=now,
+            ))
+        return session_id
 
     # --- rollback ---------------------------------------------------------------------------
 

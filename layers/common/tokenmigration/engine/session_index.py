@@ -22,11 +22,13 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from tokenmigration.engine.errors import SessionIndexMissing
 from tokenmigration.engine.results import Chunk, Problem, redact_session_id
 from tokenmigration.formats.express import KIND_MESSAGES, PROBLEM_KINDS, SessionDecoder, SessionKind
 from tokenmigration.redis_client import RedisLike, glob_escape, read_values
 
-INDEX_TTL_SECONDS = 7 * 24 * 3600
+# Step Functions can redrive a failed execution for 14 days; its chunks still need the index then.
+INDEX_TTL_SECONDS = 15 * 24 * 3600
 SCAN_COUNT = 5000
 READ_BATCH = 2000
 _PLAIN_SID = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -90,6 +92,18 @@ class RedisIndexStore:
         # No "{...}": a hash tag would pin every slice of a run to one cluster slot.
         return f"tokenmigration:index:{self.run_id}:{chunk}"
 
+    @property
+    def complete_key(self) -> str:
+        return f"tokenmigration:index:{self.run_id}:complete"
+
+    def mark_complete(self, keys_seen: int) -> None:
+        """Written once the whole SCAN is filed: a chunk with no slice then means "no sessions",
+        not "index expired or never built"."""
+        self.client.set(self.complete_key, str(keys_seen), ex=self.ttl)
+
+    def is_complete(self) -> bool:
+        return bool(self.client.exists(self.complete_key))
+
     def append(self, slices: dict[int, list[str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
         for chunk, entries in slices.items():
@@ -98,6 +112,13 @@ class RedisIndexStore:
         pipe.execute()
 
     def read(self, chunk: int) -> list[IndexedSession]:
+        """The chunk's sessions; refuses when the index is incomplete rather than migrate users
+        without their sessions (which would log them out)."""
+        if not self.is_complete():
+            raise SessionIndexMissing(
+                f"the session index of run {self.run_id} is missing or incomplete (expired, discarded, "
+                "or the plan did not finish): start a new run"
+            )
         blob = self.client.get(self.key(chunk))
         if not blob:
             return []
@@ -107,6 +128,7 @@ class RedisIndexStore:
 
     def drop(self, chunks: Iterable[int]) -> None:
         pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.complete_key)
         for chunk in chunks:
             pipe.delete(self.key(chunk))  # one key per command: no cross-slot DEL on a cluster
         pipe.execute()
@@ -177,4 +199,5 @@ def build_index(client: RedisLike, store: RedisIndexStore, chunks: Sequence[Chun
     report = ScanReport()
     for keys in scan_session_keys(client, prefix):
         report.merge(indexer.index(keys))
+    store.mark_complete(report.keys_seen)
     return report

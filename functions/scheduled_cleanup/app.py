@@ -1,0 +1,37 @@
+"""The EventBridge Scheduler target: prune expired migration tokens, stale migrated sessions, orphan ledger rows.
+
+Input: the schedule's Input, ``{"dry_run": false, "scheduled_time": "<aws.scheduler.scheduled-time>",
+"execution_id": "<aws.scheduler.execution-id>"}`` (the last two only for the logs).
+Output: ``{"dry_run", "cleaned_items", "details"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenmigration.aws.context import services
+from tokenmigration.workflow import fields, steps
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    dry_run = fields.boolean(event, "dry_run", default=False)
+    logger.append_keys(scheduled_time=fields.optional_text(event, "scheduled_time"),
+                       schedule_execution_id=fields.optional_text(event, "execution_id"))
+
+    report = steps.scheduled_cleanup(services(), dry_run=dry_run)
+
+    if not dry_run:
+        metrics.add_metric(name="ItemsCleaned", unit=MetricUnit.Count, value=report["cleaned_items"])
+    logger.info("cleanup done", extra=report)
+    return report

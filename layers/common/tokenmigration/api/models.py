@@ -1,0 +1,239 @@
+"""Request and response models of the migration API (api.md), for validation and the OpenAPI document.
+
+Request bodies are strict JSON: ``confirm`` must be the JSON literal ``true`` (not ``1``, not ``"true"``),
+numbers must be JSON integers, and unknown fields are refused, so a misspelt ``"dryrun": true`` can never
+start a real migration. Responses are validated against these models before they leave, so a route cannot
+drift from the contract without its tests noticing.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+)
+
+from tokenmigration.aws.error_items import MAX_PAGE
+from tokenmigration.aws.run_control import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    MAX_CHUNK_SIZE,
+    MAX_CONCURRENCY,
+)
+
+DEFAULT_PAGE = 50
+# users.id is a PostgreSQL bigint: anything larger cannot name a user (and must not reach the database).
+MAX_USER_ID = 2**63 - 1
+# Run ids are Step Functions execution names: [A-Za-z0-9_-], at most 80 characters.
+RUN_ID_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
+MAX_CURSOR_LENGTH = 1024
+
+
+def _user_id_digits(value: Any) -> Any:
+    """Path parameters arrive as text: only plain decimal digits name a user (not "1.0", "+5", "1_000")."""
+    if isinstance(value, str):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError("must be a positive integer")
+        if len(value) > 19 or int(value) > MAX_USER_ID:
+            raise ValueError(f"must be at most {MAX_USER_ID}")
+    return value
+
+
+def _blank_is_absent(value: Any) -> Any:
+    # ?migration_id= means "not given", as Laravel's ConvertEmptyStringsToNull has it.
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+# Constraints first, validators last: the validator runs before them, and the JSON schema keeps them.
+UserId = Annotated[int, at.Ge(1), BeforeValidator(_user_id_digits)]
+RunId = Annotated[Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)] | None, BeforeValidator(_blank_is_absent)]
+PageLimit = Annotated[int, at.Ge(1), at.Le(MAX_PAGE)]
+Cursor = Annotated[Annotated[str, StringConstraints(max_length=MAX_CURSOR_LENGTH)] | None,
+                   BeforeValidator(_blank_is_absent)]
+
+
+class _StrictBody(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ConfirmRequest(_StrictBody):
+    """A state-changing admin call: the body must say ``{"confirm": true}``."""
+
+    confirm: Literal[True] = Field(description="Must be the JSON literal true.")
+
+    @field_validator("confirm", mode="before")
+    @classmethod
+    def _literally_true(cls, value: Any) -> Any:
+        # Literal[True] alone lets 1 through (1 == True in Python).
+        if value is not True:
+            raise ValueError("must be true")
+        return value
+
+
+class StartRequest(ConfirmRequest):
+    dry_run: bool = Field(False, description="Count what a run would do, and change nothing.")
+    chunk_size: Annotated[int, at.Ge(1), at.Le(MAX_CHUNK_SIZE)] = Field(
+        DEFAULT_CHUNK_SIZE, description="Users per chunk (one Lambda invocation, one transaction)."
+    )
+    max_concurrency: Annotated[int, at.Ge(1), at.Le(MAX_CONCURRENCY)] = Field(
+        DEFAULT_MAX_CONCURRENCY, description="Chunks migrated at the same time (the Distributed Map's MaxConcurrency)."
+    )
+
+
+class CleanupRequest(_StrictBody):
+    dry_run: bool = Field(False, description="Count what cleanup would remove, and remove nothing.")
+
+
+# --- responses ----------------------------------------------------------------------------------------
+
+
+class ErrorResponse(BaseModel):
+    success: Literal[False] = False
+    message: str
+
+
+class ValidationErrorResponse(ErrorResponse):
+    errors: dict[str, list[str]] = Field(description="Messages per request field (body, query or path).")
+
+
+class ConflictResponse(ErrorResponse):
+    migration_id: str | None = Field(None, description="The run that holds the active-run lock, if any.")
+
+
+class StartResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    migration_id: str
+    execution_arn: str
+    dry_run: bool
+
+
+class RollbackResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    auth_mode: Literal["dual"] = "dual"
+    rollback_id: str
+    execution_arn: str
+
+
+class CompleteResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    auth_mode: Literal["sanctum_only"] = "sanctum_only"
+
+
+class Progress(BaseModel):
+    migration_id: str
+    kind: Literal["migration", "rollback"]
+    status: Literal["RUNNING", "SUCCEEDED", "FAILED", "ABORTED"]
+    dry_run: bool
+    total_users: int
+    processed_users: int
+    migrated_users: int
+    skipped_users: int
+    failed_migrations: int
+    sessions_migrated: int
+    current_batch: int
+    total_batches: int
+    percentage: float = Field(description="processed_users / total_users * 100, two decimals.")
+    started_at: str | None
+    updated_at: str | None
+    finished_at: str | None
+    estimated_completion: str | None
+
+
+class Stats(BaseModel):
+    total_users: int
+    migrated_users: int
+    failed_migrations: int
+    migration_percentage: float
+    last_migration_at: str | None
+
+
+class FeatureFlagsView(BaseModel):
+    auth_mode: Literal["dual", "sanctum"]
+    sanctum_only: bool
+    migration_in_progress: bool = Field(description="True exactly while a run holds the active-run lock.")
+    rollback_available: bool
+
+
+class ProgressResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    progress: Progress | None = Field(description="null when no run was ever started.")
+    stats: Stats
+    is_in_progress: bool
+    can_rollback: bool
+
+
+class StatsResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    stats: Stats
+    feature_flags: FeatureFlagsView
+
+
+class CleanupResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    dry_run: bool
+    cleaned_items: int
+    details: dict[str, int]
+
+
+class RunError(BaseModel):
+    user_id: int | None
+    session_id: str | None = Field(None, description="Redacted Express session id; absent when not about a session.")
+    code: str
+    message: str
+
+    # No return annotation: with one, the schema of the serialized form would become a bare object.
+    @model_serializer(mode="wrap")
+    def _omit_absent_session(self, handler):
+        data = handler(self)
+        if data.get("session_id") is None:
+            data.pop("session_id", None)
+        return data
+
+
+class ErrorsResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    migration_id: str | None = Field(description="The run these errors belong to (null: no run yet).")
+    errors: list[RunError]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
+
+
+class UserMigration(BaseModel):
+    token_id: int
+    token_name: str
+    sessions_migrated: int
+
+
+class UserMigrationResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    data: UserMigration
+
+
+class UserRollback(BaseModel):
+    tokens_revoked: int
+    sessions_removed: int
+
+
+class UserRollbackResponse(BaseModel):
+    success: Literal[True] = True
+    message: str
+    data: UserRollback
+
+
+class OAuthError(BaseModel):
+    error: str

@@ -1,0 +1,219 @@
+"""One function per step of the migration and rollback state machines (and the scheduled cleanup).
+
+Every step is safe to run again with the same input, because Step Functions retries and redrives them:
+the plan rebuilds the run's index from scratch, a chunk counts once (the run ledger's per-chunk marker),
+finalize and mark_failed act on a run only while it is RUNNING and release only the lock this run holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tokenmigration.aws.chunk_list import read_chunks, write_chunks
+from tokenmigration.aws.context import Services
+from tokenmigration.aws.errors import UnknownRun
+from tokenmigration.aws.runs import KINDS, RUNNING, RunKind
+from tokenmigration.engine.cleanup import cleanup
+from tokenmigration.engine.results import Chunk, ChunkResult, RollbackResult
+from tokenmigration.workflow.errors import short_error, transient_errors
+
+logger = logging.getLogger(__name__)
+
+# Step Functions execution endings, as the run item records them (a timeout is a failure there).
+FAILURE_STATUSES: dict[str, str] = {"FAILED": "FAILED", "TIMED_OUT": "FAILED", "ABORTED": "ABORTED"}
+
+
+class RunIncomplete(RuntimeError):
+    """Finalize found chunks that were never counted: the run must not be reported as succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOutcome:
+    chunks: dict[str, str]  # where the chunk list is: the Distributed Map's ItemReader Bucket and Key
+    total_users: int
+    total_batches: int
+    plan_problems: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkOutcome:
+    result: ChunkResult
+    counted: bool  # False: an earlier attempt of this chunk was counted already
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackChunkOutcome:
+    result: RollbackResult
+    counted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FailureOutcome:
+    run_id: str
+    status: str  # the run's status afterwards ("UNKNOWN" when there is no such run)
+    error: str  # the short line the run item keeps
+    ended_here: bool  # False: the run had ended before (a repeated or late report changes nothing)
+    lock_released: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_kind(kind: str) -> RunKind:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return kind  # type: ignore[return-value]
+
+
+def _require_run(services: Services, run_id: str) -> dict[str, Any]:
+    run = services.ledger.get_run(run_id)
+    if run is None:
+        raise UnknownRun(run_id)
+    return run
+
+
+# --- planning ---------------------------------------------------------------------------------------------
+
+
+def plan(services: Services, run_id: str, chunk_size: int) -> PlanOutcome:
+    """Chunk the users, index the sessions by chunk (one SCAN), store the chunk list for the map."""
+    services.aws.require("chunks_bucket")
+    _require_run(services, run_id)  # before the SCAN: a run the API never created is not worth one
+    with transient_errors():
+        planned = services.migrator.plan(run_id, chunk_size)
+    location = write_chunks(services.s3, services.aws.chunks_bucket, run_id, planned.chunks)
+    services.ledger.set_plan(run_id, planned.total_users, len(planned.chunks))
+    services.ledger.record_plan_problems(run_id, planned.scan.problems)
+    return PlanOutcome(location, planned.total_users, len(planned.chunks), len(planned.scan.problems))
+
+
+def plan_rollback(services: Services, run_id: str, chunk_size: int) -> PlanOutcome:
+    """Chunks over every user this tool migrated, by any path (runs, single-user route, exchange)."""
+    services.aws.require("chunks_bucket")
+    _require_run(services, run_id)
+    with transient_errors():
+        chunks = services.migrator.plan_rollback(chunk_size)
+    location = write_chunks(services.s3, services.aws.chunks_bucket, run_id, chunks)
+    total = sum(chunk.users for chunk in chunks)
+    services.ledger.set_plan(run_id, total, len(chunks))
+    return PlanOutcome(location, total, len(chunks))
+
+
+# --- chunks -----------------------------------------------------------------------------------------------
+
+
+def migrate_chunk(services: Services, run_id: str, chunk: Chunk, dry_run: bool) -> ChunkOutcome:
+    """Migrate one chunk and count it once, however often Step Functions runs this step for it.
+
+    The engine reports the same counts on every attempt (it reads back what this run wrote), and the
+    ledger adds them only the first time, so a retry after the commit neither migrates nor counts twice.
+    """
+    with transient_errors():
+        result = services.migrator.migrate_chunk(chunk, run_id, dry_run)
+    counted = services.ledger.record_chunk(run_id, chunk.number, result)
+    if not counted:
+        logger.info("chunk %s of run %s was counted by an earlier attempt", chunk.number, run_id)
+    return ChunkOutcome(result, counted)
+
+
+def rollback_chunk(services: Services, run_id: str, chunk: Chunk) -> RollbackChunkOutcome:
+    with transient_errors():
+        result = services.migrator.rollback_chunk(chunk)
+    counted = services.ledger.record_rollback_chunk(run_id, chunk.number, result, chunk.users)
+    return RollbackChunkOutcome(result, counted)
+
+
+# --- the two endings --------------------------------------------------------------------------------------
+
+
+def finalize(services: Services, run_id: str, kind: str, dry_run: bool) -> dict[str, Any]:
+    """The run succeeded: flags, status, drop the session index, release the lock. Returns its progress.
+
+    Flags are written before the status, so an attempt that fails half-way is simply run again; once the
+    run is no longer RUNNING, a repeated finalize only finishes the clean-up (index, lock).
+    """
+    kind = _check_kind(kind)
+    run = _require_run(services, run_id)
+    if run["status"] == RUNNING:
+        counted, planned = int(run.get("current_batch") or 0), int(run.get("total_batches") or 0)
+        if counted < planned:
+            raise RunIncomplete(f"only {counted} of {planned} chunks were counted")
+        if kind == "migration":
+            services.flags.on_migration_finished(dry_run=dry_run)
+        else:
+            services.flags.on_rollback_finished(succeeded=True)
+        services.ledger.finish_run(run_id, "SUCCEEDED")
+    else:
+        logger.warning("finalize: run %s is %s already; only releasing what it holds", run_id, run["status"])
+    if kind == "migration":
+        _discard_index(services, run_id)
+    services.ledger.release_lock(run_id)
+    return services.ledger.progress(run_id)
+
+
+def mark_failed(
+    services: Services,
+    run_id: str,
+    kind: str,
+    dry_run: bool,
+    error: str | None,
+    cause: Any = None,
+    execution_status: str = "FAILED",
+) -> FailureOutcome:
+    """The run failed (or was stopped, or timed out): record it, release the lock, keep rollback possible.
+
+    Called from the state machines' failure path and again by the execution-status rule (which also sees
+    stopped and timed-out executions, where no Catch runs). The first call ends the run; later ones change
+    nothing but a lock this run still holds. A failed migration leaves ``rollback_available`` true, since
+    some chunks may have been migrated; a failed rollback leaves it as it was, so it can be run again.
+    """
+    kind = _check_kind(kind)
+    status = FAILURE_STATUSES.get(execution_status)
+    if status is None:
+        raise ValueError(f"execution status must be one of {tuple(FAILURE_STATUSES)}, got {execution_status!r}")
+    summary = short_error(error, cause)
+    run = services.ledger.get_run(run_id)
+    ended_here = False
+    if run is None:
+        logger.warning("mark_failed: no run %s; releasing its lock only", run_id)
+    elif run["status"] == RUNNING:
+        if kind == "migration":
+            services.flags.on_migration_finished(dry_run=dry_run)
+        else:
+            services.flags.on_rollback_finished(succeeded=False)
+        ended_here = services.ledger.finish_run(run_id, status, summary)
+    released = services.ledger.release_lock(run_id)
+    if kind == "migration":
+        try:
+            _discard_index(services, run_id)
+        except Exception:  # best effort: the slices expire by themselves, the failure is recorded already
+            logger.warning("mark_failed: could not drop the session index of run %s", run_id, exc_info=True)
+    after = services.ledger.get_run(run_id) if run is not None else None
+    return FailureOutcome(run_id, after["status"] if after else "UNKNOWN", summary, ended_here, released)
+
+
+def _discard_index(services: Services, run_id: str) -> None:
+    """Drop the run's session index; the chunk list says which slices there are."""
+    services.aws.require("chunks_bucket")
+    try:
+        chunks = read_chunks(services.s3, services.aws.chunks_bucket, run_id)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        return  # the plan never wrote one: no chunk was indexed under a number anyone knows
+    with transient_errors():
+        services.migrator.discard_index(run_id, chunks)
+
+
+# --- scheduled ----------------------------------------------------------------------------------------------
+
+
+def scheduled_cleanup(services: Services, dry_run: bool = False) -> dict[str, Any]:
+    """Prune what this tool created and nobody can use any more (engine.cleanup)."""
+    with transient_errors():
+        return cleanup(services.engine, services.settings, dry_run=dry_run,
+                       has_expires_at=services.migrator.has_expires_at)

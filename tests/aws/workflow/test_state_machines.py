@@ -1,0 +1,104 @@
+"""The shape of statemachine/*.asl.json: what the issue requires of the definition we deploy (and moto runs)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from stack import ROOT
+
+LAMBDA_SERVICE_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+                         "Lambda.TooManyRequestsException"}
+TRANSIENT = {"TransientDatabaseError", "TransientRedisError"}
+FAILURE_STATE = "Record the failure"
+
+
+def definition(machine: str) -> dict:
+    return json.loads((ROOT / "statemachine" / f"{machine}.asl.json").read_text(encoding="utf-8"))
+
+
+def the_map(states: dict) -> tuple[str, dict]:
+    (found,) = ((name, s) for name, s in states.items() if s["Type"] == "Map")
+    return found
+
+
+@pytest.mark.parametrize("machine", ["migration", "rollback"])
+def test_the_map_is_distributed_over_the_plans_chunk_list(machine):
+    states = definition(machine)["States"]
+    name, state = the_map(states)
+    processor = state["ItemProcessor"]
+    # STANDARD children and no ItemBatcher: what AWS runs is what moto's interpreter can run.
+    assert processor["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert "ItemBatcher" not in state and "Iterator" not in state
+    reader = state["ItemReader"]
+    assert reader["Resource"] == "arn:aws:states:::s3:getObject"
+    assert reader["ReaderConfig"] == {"InputType": "JSON"}
+    assert reader["Parameters"] == {"Bucket.$": "$.plan.chunks.Bucket", "Key.$": "$.plan.chunks.Key"}
+    # MaxConcurrency from the start request; the item is the chunk, with the run's id (and dry_run).
+    assert state["MaxConcurrencyPath"] == "$.max_concurrency" and "MaxConcurrency" not in state
+    assert state["ItemSelector"]["chunk.$"] == "$$.Map.Item.Value"
+    assert state["ItemSelector"]["run_id.$"] == "$.run_id"
+    # Results go to S3, so the state's output stays small at 50,000 chunks.
+    assert state["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+    # The plan's result feeds the map: Plan -> Map -> Finish.
+    plan = states[definition(machine)["StartAt"]]
+    assert plan["Next"] == name and plan["ResultPath"] == "$.plan"
+    assert states[state["Next"]]["End"] is True
+
+
+@pytest.mark.parametrize("machine", ["migration", "rollback"])
+def test_every_lambda_task_retries_service_errors_and_transient_ones_with_full_jitter(machine):
+    states = definition(machine)["States"]
+    _, mapped = the_map(states)
+    tasks = {**{n: s for n, s in states.items() if s["Type"] == "Task"}, **mapped["ItemProcessor"]["States"]}
+    assert len(tasks) == 4
+    for name, task in tasks.items():
+        assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
+        assert task["Parameters"]["FunctionName"].startswith("${"), name  # DefinitionSubstitutions
+        retried = {error for retrier in task["Retry"] for error in retrier["ErrorEquals"]}
+        assert retried >= LAMBDA_SERVICE_ERRORS | TRANSIENT, name
+        assert "States.ALL" not in retried, name  # a bug is reported, not retried
+        for retrier in task["Retry"]:
+            assert retrier["JitterStrategy"] == "FULL" and retrier["BackoffRate"] >= 2, name
+            assert retrier["MaxDelaySeconds"] >= retrier["IntervalSeconds"] >= 1, name
+
+
+@pytest.mark.parametrize("machine", ["migration", "rollback"])
+def test_every_failure_ends_in_the_failure_path(machine):
+    states = definition(machine)["States"]
+    for name, state in states.items():
+        if name == FAILURE_STATE or state["Type"] == "Fail":
+            continue
+        assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
+                                   "Next": FAILURE_STATE}], name
+    recorder = states[FAILURE_STATE]
+    assert "Catch" not in recorder and recorder["ResultPath"] is None  # keeps $.error for the Fail state
+    assert recorder["Parameters"]["Payload"]["error.$"] == "$.error"
+    assert recorder["Parameters"]["Payload"]["kind"] == machine
+    fail = states[recorder["Next"]]
+    assert fail == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+
+
+@pytest.mark.parametrize("machine", ["migration", "rollback"])
+def test_state_names_read_well_in_the_console(machine):
+    doc = definition(machine)
+    _, mapped = the_map(doc["States"])
+    names = [*doc["States"], *mapped["ItemProcessor"]["States"]]
+    for name in names:
+        assert name[0].isupper() and " " in name and len(name) <= 80, name
+    assert doc["Comment"]
+
+
+def test_finish_passes_the_kind_and_dry_run():
+    migration = definition("migration")["States"]["Finish the run"]["Parameters"]["Payload"]
+    assert migration == {"run_id.$": "$.run_id", "kind": "migration", "dry_run.$": "$.dry_run"}
+    rollback = definition("rollback")["States"]["Finish the rollback"]["Parameters"]["Payload"]
+    assert rollback == {"run_id.$": "$.run_id", "kind": "rollback", "dry_run": False}
+
+
+def test_moto_accepts_both_definitions(aws_stack):
+    # aws_stack created them from template.yaml; moto's parser rejects what it cannot run.
+    for arn in aws_stack.state_machines.values():
+        described = aws_stack.sfn.describe_state_machine(stateMachineArn=arn)
+        assert "${" not in described["definition"]
+        assert json.loads(described["definition"])["StartAt"]
