@@ -1,10 +1,12 @@
 """State "Record the failure" of both state machines, and the target of the execution-status rule.
 
 Two inputs:
-- from the state machine's Catch: ``{"run_id", "kind", "dry_run", "error": {"Error", "Cause"}}``;
 - from EventBridge, "Step Functions Execution Status Change" for FAILED / TIMED_OUT / ABORTED executions
-  (a stopped or timed-out execution runs no Catch): the run id is the execution name, kind and dry_run
-  come from the execution input.
+  (the state machines catch nothing, so that a failed execution stays redrivable): the run id is the
+  execution name, kind and dry_run come from the execution input; a report about an execution that is
+  running again (redriven) is ignored;
+- a direct invocation (an operator closing a run by hand): ``{"run_id", "kind", "dry_run",
+  "error": {"Error", "Cause"}}``.
 Output: ``{"run_id", "status", "error", "ended_here", "lock_released"}``.
 """
 
@@ -46,6 +48,7 @@ def _parse(event: dict[str, Any]) -> dict[str, Any]:
             "error": fields.optional_text(detail, "error") or _DEFAULT_ERRORS[status],
             "cause": fields.optional_text(detail, "cause"),
             "execution_status": status,
+            "execution_arn": fields.optional_text(detail, "executionArn"),
         }
     caught = fields.mapping(event, "error", default={})
     return {

@@ -298,15 +298,49 @@ class AwsStack:
         return arn
 
     def wait(self, execution_arn: str, timeout: float = 120.0) -> dict[str, Any]:
-        """Poll until the execution has ended (moto runs it on a thread of its own); its description."""
+        """Poll until the execution has ended (moto runs it on a thread of its own); its description.
+
+        An ending the template's execution-status rule matches is delivered to that rule's function, as
+        EventBridge would (moto's Step Functions emits no events).
+        """
         deadline = time.monotonic() + timeout
         while True:
             described = self.sfn.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
+                self.deliver_status_change(described)
                 return described
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{execution_arn} still RUNNING; history: {self.history(execution_arn)[-5:]}")
             time.sleep(0.02)
+
+    def status_rules(self) -> list[tuple[str, dict[str, Any]]]:
+        """(function logical id, event pattern) of every EventBridge rule on a function in the template."""
+        rules = []
+        for logical_id, resource in self.template["Resources"].items():
+            for event in (resource.get("Properties", {}).get("Events") or {}).values():
+                if event.get("Type") == "EventBridgeRule":
+                    rules.append((logical_id, event["Properties"]["Pattern"]))
+        return rules
+
+    def deliver_status_change(self, described: dict[str, Any]) -> list[Any]:
+        """Send "Step Functions Execution Status Change" to every rule whose pattern matches this ending."""
+        event = {
+            "version": "0", "id": str(uuid.uuid4()), "detail-type": "Step Functions Execution Status Change",
+            "source": "aws.states", "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.env.get("AWS_DEFAULT_REGION", "us-east-1"), "resources": [described["executionArn"]],
+            "detail": {
+                "executionArn": described["executionArn"], "stateMachineArn": described["stateMachineArn"],
+                "name": described["name"], "status": described["status"], "input": described.get("input"),
+                "error": described.get("error"), "cause": described.get("cause"),
+            },
+        }
+        answers = []
+        for logical_id, pattern in self.status_rules():
+            wanted = pattern.get("detail", {})
+            if (event["source"] in pattern.get("source", []) and event["detail-type"] in pattern.get("detail-type", [])
+                    and described["status"] in wanted.get("status", [])):
+                answers.append(self.invoke(logical_id, event))
+        return answers
 
     def run(self, kind: str = "migration", **options: Any) -> dict[str, Any]:
         """start + wait, with the run id in the result."""

@@ -10,7 +10,6 @@ from stack import ROOT
 LAMBDA_SERVICE_ERRORS = {"Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                          "Lambda.TooManyRequestsException"}
 TRANSIENT = {"TransientDatabaseError", "TransientRedisError"}
-FAILURE_STATE = "Record the failure"
 
 
 def definition(machine: str) -> dict:
@@ -51,7 +50,7 @@ def test_every_lambda_task_retries_service_errors_and_transient_ones_with_full_j
     states = definition(machine)["States"]
     _, mapped = the_map(states)
     tasks = {**{n: s for n, s in states.items() if s["Type"] == "Task"}, **mapped["ItemProcessor"]["States"]}
-    assert len(tasks) == 4
+    assert len(tasks) == 3  # plan, the chunk, finish: failures are recorded by the status rule
     for name, task in tasks.items():
         assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
         assert task["Parameters"]["FunctionName"].startswith("${"), name  # DefinitionSubstitutions
@@ -63,20 +62,35 @@ def test_every_lambda_task_retries_service_errors_and_transient_ones_with_full_j
             assert retrier["MaxDelaySeconds"] >= retrier["IntervalSeconds"] >= 1, name
 
 
-@pytest.mark.parametrize("machine", ["migration", "rollback"])
-def test_every_failure_ends_in_the_failure_path(machine):
-    states = definition(machine)["States"]
+def _all_states(states: dict):
     for name, state in states.items():
-        if name == FAILURE_STATE or state["Type"] == "Fail":
-            continue
-        assert state["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error",
-                                   "Next": FAILURE_STATE}], name
-    recorder = states[FAILURE_STATE]
-    assert "Catch" not in recorder and recorder["ResultPath"] is None  # keeps $.error for the Fail state
-    assert recorder["Parameters"]["Payload"]["error.$"] == "$.error"
-    assert recorder["Parameters"]["Payload"]["kind"] == machine
-    fail = states[recorder["Next"]]
-    assert fail == {"Type": "Fail", "ErrorPath": "$.error.Error", "CausePath": "$.error.Cause"}
+        yield name, state
+        if "ItemProcessor" in state:
+            yield from _all_states(state["ItemProcessor"]["States"])
+
+
+@pytest.mark.parametrize("machine", ["migration", "rollback"])
+def test_no_state_catches_so_a_failed_execution_can_be_redriven(machine):
+    # Redrive continues from the state that failed; a caught error would leave only a Fail state to redo.
+    for name, state in _all_states(definition(machine)["States"]):
+        assert "Catch" not in state, name
+        assert state["Type"] != "Fail", name
+
+
+def test_the_status_rule_records_every_unsuccessful_ending_of_both_machines():
+    from stack import load_template
+
+    template = load_template()
+    rules = [(logical_id, event["Properties"]["Pattern"])
+             for logical_id, resource in template["Resources"].items()
+             for event in (resource.get("Properties", {}).get("Events") or {}).values()
+             if event.get("Type") == "EventBridgeRule"]
+    (target, pattern), = rules
+    assert template["Resources"][target]["Properties"]["CodeUri"] == "functions/wf_mark_failed/"
+    assert pattern["source"] == ["aws.states"]
+    assert pattern["detail-type"] == ["Step Functions Execution Status Change"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert len(pattern["detail"]["stateMachineArn"]) == 2
 
 
 @pytest.mark.parametrize("machine", ["migration", "rollback"])

@@ -230,6 +230,27 @@ class RunLedger:
             return False
         return True
 
+    def reopen_run(self, run_id: str) -> bool:
+        """A redriven execution goes on with a run recorded as FAILED or ABORTED: RUNNING again.
+
+        False when the run was not ended that way (running, succeeded, or no such run).
+        """
+        try:
+            self.client.update_item(
+                TableName=self.table_name,
+                Key=key(run_pk(run_id), RUN_SK),
+                UpdateExpression="SET #status = :running, updated_at = :now REMOVE finished_at, #error",
+                ConditionExpression="attribute_exists(pk) AND #status IN (:failed, :aborted)",
+                ExpressionAttributeNames={"#status": "status", "#error": "error"},
+                ExpressionAttributeValues={":running": av(RUNNING), ":now": av(self._now()),
+                                           ":failed": av("FAILED"), ":aborted": av("ABORTED")},
+            )
+        except ClientError as failure:
+            if error_code(failure) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         run = self._get(run_pk(run_id), RUN_SK)
         if run is None:

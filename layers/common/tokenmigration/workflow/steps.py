@@ -69,6 +69,20 @@ def _check_kind(kind: str) -> RunKind:
     return kind  # type: ignore[return-value]
 
 
+def resume(services: Services, run_id: str, kind: RunKind) -> None:
+    """Every step runs holding the active-run lock of its own run.
+
+    On a first attempt the API took the lock before StartExecution. After a failure the status rule
+    released it; when the execution is redriven, its first step takes it back and reopens the run, or
+    fails with RunInProgress if another run holds it meanwhile (that run is never disturbed).
+    """
+    if services.ledger.active_run() == run_id:
+        return
+    services.ledger.acquire_lock(run_id, kind)
+    if services.ledger.reopen_run(run_id):
+        logger.info("run %s resumed: its execution was redriven", run_id)
+
+
 def _require_run(services: Services, run_id: str) -> dict[str, Any]:
     run = services.ledger.get_run(run_id)
     if run is None:
@@ -83,6 +97,7 @@ def plan(services: Services, run_id: str, chunk_size: int) -> PlanOutcome:
     """Chunk the users, index the sessions by chunk (one SCAN), store the chunk list for the map."""
     services.aws.require("chunks_bucket")
     _require_run(services, run_id)  # before the SCAN: a run the API never created is not worth one
+    resume(services, run_id, "migration")
     with transient_errors():
         planned = services.migrator.plan(run_id, chunk_size)
     location = write_chunks(services.s3, services.aws.chunks_bucket, run_id, planned.chunks)
@@ -95,6 +110,7 @@ def plan_rollback(services: Services, run_id: str, chunk_size: int) -> PlanOutco
     """Chunks over every user this tool migrated, by any path (runs, single-user route, exchange)."""
     services.aws.require("chunks_bucket")
     _require_run(services, run_id)
+    resume(services, run_id, "rollback")
     with transient_errors():
         chunks = services.migrator.plan_rollback(chunk_size)
     location = write_chunks(services.s3, services.aws.chunks_bucket, run_id, chunks)
@@ -112,6 +128,7 @@ def migrate_chunk(services: Services, run_id: str, chunk: Chunk, dry_run: bool) 
     The engine reports the same counts on every attempt (it reads back what this run wrote), and the
     ledger adds them only the first time, so a retry after the commit neither migrates nor counts twice.
     """
+    resume(services, run_id, "migration")
     with transient_errors():
         result = services.migrator.migrate_chunk(chunk, run_id, dry_run)
     counted = services.ledger.record_chunk(run_id, chunk.number, result)
@@ -121,6 +138,7 @@ def migrate_chunk(services: Services, run_id: str, chunk: Chunk, dry_run: bool) 
 
 
 def rollback_chunk(services: Services, run_id: str, chunk: Chunk) -> RollbackChunkOutcome:
+    resume(services, run_id, "rollback")
     with transient_errors():
         result = services.migrator.rollback_chunk(chunk)
     counted = services.ledger.record_rollback_chunk(run_id, chunk.number, result, chunk.users)
@@ -137,6 +155,8 @@ def finalize(services: Services, run_id: str, kind: str, dry_run: bool) -> dict[
     run is no longer RUNNING, a repeated finalize only finishes the clean-up (index, lock).
     """
     kind = _check_kind(kind)
+    _require_run(services, run_id)
+    resume(services, run_id, kind)  # a redrive may start here, after every chunk was counted
     run = _require_run(services, run_id)
     if run["status"] == RUNNING:
         counted, planned = int(run.get("current_batch") or 0), int(run.get("total_batches") or 0)
@@ -163,12 +183,13 @@ def mark_failed(
     error: str | None,
     cause: Any = None,
     execution_status: str = "FAILED",
+    execution_arn: str | None = None,
 ) -> FailureOutcome:
     """The run failed (or was stopped, or timed out): record it, release the lock, keep rollback possible.
 
-    Called from the state machines' failure path and again by the execution-status rule (which also sees
-    stopped and timed-out executions, where no Catch runs). The first call ends the run; later ones change
-    nothing but a lock this run still holds. A failed migration leaves ``rollback_available`` true, since
+    Called by the execution-status rule for failed, stopped and timed-out executions (the state machines
+    catch nothing, so that a failed execution stays redrivable). The first call ends the run; later ones
+    change nothing but a lock this run still holds. A failed migration leaves ``rollback_available`` true, since
     some chunks may have been migrated; a failed rollback leaves it as it was, so it can be run again.
     """
     kind = _check_kind(kind)
@@ -176,6 +197,11 @@ def mark_failed(
     if status is None:
         raise ValueError(f"execution status must be one of {tuple(FAILURE_STATUSES)}, got {execution_status!r}")
     summary = short_error(error, cause)
+    if execution_arn and _running(services, execution_arn):
+        # EventBridge retries delivery for an hour: this report can arrive after the execution was
+        # redriven. The run is going on; recording it as failed would release the lock it works under.
+        logger.warning("mark_failed: execution of run %s is running again (redriven); report ignored", run_id)
+        return FailureOutcome(run_id, RUNNING, summary, ended_here=False, lock_released=False)
     run = services.ledger.get_run(run_id)
     ended_here = False
     if run is None:
@@ -187,13 +213,18 @@ def mark_failed(
             services.flags.on_rollback_finished(succeeded=False)
         ended_here = services.ledger.finish_run(run_id, status, summary)
     released = services.ledger.release_lock(run_id)
-    if kind == "migration":
-        try:
-            _discard_index(services, run_id)
-        except Exception:  # best effort: the slices expire by themselves, the failure is recorded already
-            logger.warning("mark_failed: could not drop the session index of run %s", run_id, exc_info=True)
+    # The session index stays: a redriven execution's chunks need it (it expires after the redrive window).
     after = services.ledger.get_run(run_id) if run is not None else None
     return FailureOutcome(run_id, after["status"] if after else "UNKNOWN", summary, ended_here, released)
+
+
+def _running(services: Services, execution_arn: str) -> bool:
+    try:
+        return services.stepfunctions.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ExecutionDoesNotExist":
+            return False  # past retention, or another account's: nothing can be running it
+        raise
 
 
 def _discard_index(services: Services, run_id: str) -> None:
