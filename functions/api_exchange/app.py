@@ -1,4 +1,4 @@
-"""POST /auth/migration/exchange: the public session exchange (501 until its issue lands).
+"""POST /auth/migration/exchange: the public session exchange.
 
 Thin handler: the route lives in tokenmigration.api.routes.exchange (the common layer).
 """

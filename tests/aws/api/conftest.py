@@ -181,10 +181,13 @@ def stack(monkeypatch: pytest.MonkeyPatch, pg_engine, redis_client, redis_url: s
         "MIGRATION_LOCK_TIMEOUT_MS": "200",
         # Flags changed behind the functions' back (as the workflow does) are seen at once.
         "FLAGS_MAX_AGE_SECONDS": "0",
+        # The exchange verifies connect.sid cookies with these (first signs, any verifies).
+        "EXPRESS_SESSION_SECRETS": "current-express-secret,previous-express-secret",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    for name in ("DATABASE_SECRET_ARN", "EXPRESS_SECRETS_ARN", "APP_KEY_SECRET_ARN", "POWERTOOLS_DEV"):
+    for name in ("DATABASE_SECRET_ARN", "EXPRESS_SECRETS_ARN", "APP_KEY_SECRET_ARN", "POWERTOOLS_DEV",
+                 "LARAVEL_APP_KEY", "LARAVEL_SESSION_COOKIE"):
         monkeypatch.delenv(name, raising=False)
     reset_services()
     ssm = boto3.client("ssm")

@@ -111,7 +111,6 @@ def test_cleanup_with_a_bad_body_is_400(api, stack, body):
     assert result.status == 400 and result.body["success"] is False and result.body["errors"]
 
 
-def test_exchange_is_not_implemented_yet(api, stack):
-    result = api.invoke("api_exchange")
-    assert result.status == 501
-    assert result.body == {"error": "not_implemented"}
+def test_exchange_without_a_session_is_a_malformed_request(api, stack):
+    result = api.invoke("api_exchange", body=None, drop_headers=("Cookie",))
+    assert result.status == 400 and result.body["error"] == "invalid_request"

@@ -235,5 +235,14 @@ class UserRollbackResponse(BaseModel):
     data: UserRollback
 
 
+class TokenResponse(BaseModel):
+    """RFC 8693 section 2.2.1: the issued token."""
+
+    access_token: str
+    token_type: str
+    issued_token_type: str
+    expires_in: int | None = None
+
+
 class OAuthError(BaseModel):
     error: str

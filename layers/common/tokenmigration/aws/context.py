@@ -22,6 +22,7 @@ from tokenmigration.aws.settings import AwsSettings
 from tokenmigration.config import Settings
 from tokenmigration.db.connection import make_engine
 from tokenmigration.engine.migrator import Migrator
+from tokenmigration.exchange import ExchangeService, RedisFailureThrottle
 from tokenmigration.redis_client import RedisLike, connect
 
 
@@ -42,6 +43,12 @@ class Services:
     @cached_property
     def migrator(self) -> Migrator:
         return Migrator(self.settings, self.engine, self.redis if self.settings.redis_url else None)
+
+    @cached_property
+    def exchange(self) -> ExchangeService:
+        # The failure throttle lives in Redis, so every container counts the same failures.
+        return ExchangeService(self.settings, self.migrator, self.redis,
+                               RedisFailureThrottle.from_settings(self.settings, self.redis))
 
     @cached_property
     def ledger(self) -> RunLedger:
