@@ -61,6 +61,24 @@ def test_complete_sets_sanctum_only(api, stack):
     assert refused.status == 400 and refused.body == {"success": False, "message": "Rollback is not available"}
 
 
+def test_complete_flips_the_flags_under_the_lock_and_gives_it_back(api, stack):
+    seen = []
+    original = stack.flags.__class__.on_complete
+
+    def observe(flags):  # what a /start would meet while the flags flip
+        seen.append(stack.ledger.active_run())
+        return original(flags)
+
+    stack.flags.__class__.on_complete = observe
+    try:
+        assert api.invoke("api_complete", body={"confirm": True}).status == 200
+    finally:
+        stack.flags.__class__.on_complete = original
+    assert len(seen) == 1 and seen[0].startswith("complete-")
+    assert stack.ledger.active_run() is None
+    assert api.invoke("api_start", body={"confirm": True}).status == 202
+
+
 def test_complete_is_refused_while_a_run_is_active(api, stack):
     run_id = api.invoke("api_start", body={"confirm": True}).body["migration_id"]
     result = api.invoke("api_complete", body={"confirm": True})

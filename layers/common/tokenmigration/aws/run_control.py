@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tokenmigration.aws.dynamo import error_code
-from tokenmigration.aws.errors import RollbackUnavailable, RunInProgress, ServiceError
+from tokenmigration.aws.errors import RollbackUnavailable, ServiceError
 from tokenmigration.aws.flags import FeatureFlags, Flags
 from tokenmigration.aws.runs import RunKind, RunLedger
 from tokenmigration.aws.settings import AwsSettings
@@ -140,11 +141,16 @@ def start_rollback(
 
 
 def complete_migration(control: ControlPlane) -> Flags:
-    """``/complete``: Sanctum only from now on. ``RunInProgress`` while a run holds the lock."""
-    holder = active_run(control)
-    if holder is not None:
-        raise RunInProgress(holder)
-    control.flags.on_complete()
+    """``/complete``: Sanctum only from now on. ``RunInProgress`` while a run holds the lock.
+
+    The flags flip under the active-run lock, so no run can start between the check and the flip.
+    """
+    holder = f"complete-{secrets.token_hex(6)}"
+    control.ledger.acquire_lock(holder, "complete")  # one conditional write: RunInProgress if a run holds it
+    try:
+        control.flags.on_complete()
+    finally:
+        control.ledger.release_lock(holder)
     return control.flags.read(force_fetch=True)
 
 

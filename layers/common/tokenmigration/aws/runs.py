@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 RunKind = Literal["migration", "rollback"]
 KINDS: tuple[str, ...] = ("migration", "rollback")
+# Holders of the active-run lock that are not runs: /complete takes it for the moment it flips the flags.
+LOCK_ONLY_KINDS: tuple[str, ...] = ("complete",)
 RUNNING = "RUNNING"
 TERMINAL_STATUSES: tuple[str, ...] = ("SUCCEEDED", "FAILED", "ABORTED")
 
@@ -103,12 +105,13 @@ class RunLedger:
 
     # --- the active-run lock -------------------------------------------------------------------------
 
-    def acquire_lock(self, run_id: str, kind: RunKind) -> None:
+    def acquire_lock(self, run_id: str, kind: str) -> None:
         """Take the active-run lock in one conditional write; raise RunInProgress when another run holds it.
 
         Re-acquiring by the run that holds it succeeds, so a retried start does not lock itself out.
         """
-        _check_kind(kind)
+        if kind not in LOCK_ONLY_KINDS:
+            _check_kind(kind)
         try:
             self.client.put_item(
                 TableName=self.table_name,
