@@ -62,6 +62,19 @@ def test_rollback_chunk_twice_is_harmless(migrator, db_engine, redis_client):
     assert (second.users, second.tokens_revoked, second.sessions_removed) == (0, 0, 0)
 
 
+def test_a_rollback_chunk_retried_after_it_committed_reports_the_same_counts(migrator, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    put_session(redis_client, "s1", express(1))
+    migrate_all(migrator)
+    chunk = migrator.plan_rollback(10)[0]
+    first = migrator.rollback_chunk(chunk, "rollback-1")
+    retry = migrator.rollback_chunk(chunk, "rollback-1")  # the response of the first attempt was lost
+    other = migrator.rollback_chunk(chunk, "rollback-2")
+    for result in (first, retry):
+        assert (result.users, result.tokens_revoked, result.sessions_removed) == (2, 2, 1)
+    assert (other.users, other.tokens_revoked, other.sessions_removed) == (0, 0, 0)
+
+
 def test_migrate_again_after_rollback(migrator, db_engine, redis_client):
     add_users(db_engine, [1])
     put_session(redis_client, "s1", express(1))
@@ -143,7 +156,8 @@ def test_cleanup_prunes_only_what_nobody_can_use(settings, db_engine, redis_clie
     assert snapshot(db_engine) == before
     real = cleanup(db_engine, settings)
     assert dry == {**real, "dry_run": True}
-    assert real["details"] == {"expired_tokens": 1, "stale_sessions": 1, "ledger_rows": 3, "settled_failures": 0}
+    assert real["details"] == {"expired_tokens": 1, "stale_sessions": 1, "ledger_rows": 3, "settled_failures": 0,
+                               "old_rollback_records": 0}
     with db_engine.connect() as conn:
         left = set(conn.execute(select(tokens.c.id)).scalars())
         token_of_1 = conn.execute(select(users.c.migration_token_id).where(users.c.id == 1)).scalar_one()

@@ -129,6 +129,19 @@ ledger_sessions = Table(
     Column("created_at", Timestamp, nullable=False),
 )
 
+# What each chunk of a rollback run removed, written in the chunk's own transaction: a chunk retried
+# after its commit finds nothing left to delete, and reports these counts instead of zeros.
+ledger_rollbacks = Table(
+    "token_migration_rollbacks",
+    own_metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("chunk", Integer, primary_key=True, autoincrement=False),
+    Column("users", Integer, nullable=False),
+    Column("tokens_revoked", Integer, nullable=False),
+    Column("sessions_removed", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+)
+
 # The latest failure of each user that is not migrated yet; the source of stats.failed_migrations.
 ledger_failures = Table(
     "token_migration_failures",

@@ -15,7 +15,15 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, exists, or_, select, update
 
 from tokenmigration.config import Settings
-from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.db.schema import (
+    ledger_failures,
+    ledger_rollbacks,
+    ledger_sessions,
+    ledger_tokens,
+    sessions,
+    tokens,
+    users,
+)
 from tokenmigration.engine.clock import utcnow
 
 
@@ -57,6 +65,10 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
             + conn.execute(delete(ledger_sessions).where(orphan_sessions)).rowcount
         )
         details["settled_failures"] = conn.execute(delete(ledger_failures).where(settled)).rowcount
+        # Rollback runs' chunk records matter while the run can be retried or redriven (14 days).
+        details["old_rollback_records"] = conn.execute(
+            delete(ledger_rollbacks).where(ledger_rollbacks.c.created_at < now - timedelta(days=30))
+        ).rowcount
         if dry_run:
             transaction.rollback()
     return {"dry_run": dry_run, "cleaned_items": sum(details.values()), "details": details}

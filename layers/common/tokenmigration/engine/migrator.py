@@ -15,7 +15,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine, delete, func, insert, literal_column, or_, select, text, union, update
 
 from tokenmigration.config import ConfigError, Settings
-from tokenmigration.db.schema import ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.db.schema import (
+    ledger_failures,
+    ledger_rollbacks,
+    ledger_sessions,
+    ledger_tokens,
+    sessions,
+    tokens,
+    users,
+)
 from tokenmigration.db.upgrade import check_upgraded, token_columns
 from tokenmigration.engine import errors
 from tokenmigration.engine.clock import utcnow
@@ -471,12 +479,33 @@ class Migrator:
 
     # --- rollback ---------------------------------------------------------------------------
 
-    def rollback_chunk(self, chunk: Chunk) -> RollbackResult:
-        """Remove exactly what this tool created for users in the chunk; safe to run again."""
+    def rollback_chunk(self, chunk: Chunk, run_id: str | None = None) -> RollbackResult:
+        """Remove exactly what this tool created for users in the chunk; safe to run again.
+
+        With a ``run_id``, every attempt reports what the run removed in this chunk, whichever attempt
+        did it: the counts are kept in the same transaction as the deletes.
+        """
         result = RollbackResult(chunk=chunk.number)
         with self.engine.begin() as conn:
             self._rollback_range(conn, chunk.lo, chunk.hi, result)
+            if run_id is not None:
+                self._remember_rollback(conn, run_id, chunk.number, result)
         return result
+
+    def _remember_rollback(self, conn: Connection, run_id: str, number: int, result: RollbackResult) -> None:
+        key = (ledger_rollbacks.c.run_id == run_id) & (ledger_rollbacks.c.chunk == number)
+        earlier = conn.execute(select(ledger_rollbacks.c.users, ledger_rollbacks.c.tokens_revoked,
+                                      ledger_rollbacks.c.sessions_removed).where(key)).first()
+        if earlier is None:
+            conn.execute(insert(ledger_rollbacks).values(
+                run_id=run_id, chunk=number, users=result.users, tokens_revoked=result.tokens_revoked,
+                sessions_removed=result.sessions_removed, created_at=utcnow()))
+            return
+        result.users += earlier.users
+        result.tokens_revoked += earlier.tokens_revoked
+        result.sessions_removed += earlier.sessions_removed
+        conn.execute(update(ledger_rollbacks).where(key).values(
+            users=result.users, tokens_revoked=result.tokens_revoked, sessions_removed=result.sessions_removed))
 
     def rollback_user(self, user_id: int) -> RollbackResult:
         result = RollbackResult()

@@ -140,7 +140,7 @@ def migrate_chunk(services: Services, run_id: str, chunk: Chunk, dry_run: bool) 
 def rollback_chunk(services: Services, run_id: str, chunk: Chunk) -> RollbackChunkOutcome:
     resume(services, run_id, "rollback")
     with transient_errors():
-        result = services.migrator.rollback_chunk(chunk)
+        result = services.migrator.rollback_chunk(chunk, run_id)
     counted = services.ledger.record_rollback_chunk(run_id, chunk.number, result, chunk.users)
     return RollbackChunkOutcome(result, counted)
 
