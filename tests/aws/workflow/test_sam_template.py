@@ -323,3 +323,27 @@ def test_samconfig_has_dev_and_prod():
         deploy = config[env]["deploy"]["parameters"]
         assert f"Stage={env}" in deploy["parameter_overrides"]
         assert deploy["stack_name"] == f"tokenmigration-{env}"
+
+
+def _actions(function: Mapping[str, Any]) -> set[str]:
+    found: set[str] = set()
+    for policy in function["Properties"].get("Policies", []):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            action = statement["Action"]
+            found.update([action] if isinstance(action, str) else action)
+        if isinstance(policy, dict):
+            found.update(f"sam:{name}" for name in policy if name != "Statement")
+    return found
+
+
+def test_api_functions_get_only_what_their_route_does(template):
+    functions = {name: _actions(f) for name, f in _resources(template, "AWS::Serverless::Function").items()
+                 if name.startswith("Api")}
+    assert {n for n, a in functions.items() if "states:StartExecution" in a} == {
+        "ApiStartFunction", "ApiRollbackFunction"}
+    assert {n for n, a in functions.items() if "ssm:PutParameter" in a} == {
+        "ApiCompleteFunction", "ApiRollbackFunction"}
+    assert {n for n, a in functions.items() if "sam:DynamoDBCrudPolicy" in a} == {
+        "ApiStartFunction", "ApiCompleteFunction", "ApiRollbackFunction"}
+    for name in ("ApiCleanupFunction", "ApiMigrateUserFunction", "ApiRollbackUserFunction", "ApiExchangeFunction"):
+        assert not {a for a in functions[name] if "DynamoDB" in a}, name
