@@ -12,7 +12,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenmigration.aws.context import services
-from tokenmigration.engine.results import Chunk
 from tokenmigration.workflow import fields, steps
 
 logger = Logger()
@@ -20,18 +19,12 @@ tracer = Tracer()
 metrics = Metrics()
 
 
-def _chunk(event: dict[str, Any]) -> Chunk:
-    raw = fields.mapping(event, "chunk")
-    return Chunk(fields.integer(raw, "number", minimum=0), fields.integer(raw, "lo", minimum=0),
-                 fields.integer(raw, "hi", minimum=0), fields.integer(raw, "users", minimum=0))
-
-
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     run_id = fields.text(event, "run_id")
-    chunk = _chunk(event)
+    chunk = fields.chunk(event)
     logger.append_keys(run_id=run_id, chunk=chunk.number)
     metrics.add_metadata(key="run_id", value=run_id)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tokenmigration.engine.results import Chunk
 from tokenmigration.workflow.errors import InvalidStepInput
 
 _MISSING = object()
@@ -70,3 +71,10 @@ def choice(data: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise InvalidStepInput(f"{name!r} must be one of {allowed}, got {value!r}")
     return value
+
+
+def chunk(data: Mapping[str, Any], name: str = "chunk") -> Chunk:
+    """A chunk as the plan wrote it into the chunk list (and the Distributed Map hands it on)."""
+    raw = mapping(data, name)
+    return Chunk(integer(raw, "number", minimum=0), integer(raw, "lo", minimum=0),
+                 integer(raw, "hi", minimum=0), integer(raw, "users", minimum=0))
