@@ -67,7 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--users", type=_positive, default=100_000, help="users to seed (default 100000)")
     parser.add_argument("--chunk-size", type=_positive, default=2000, help="engine chunk size (default 2000)")
-    parser.add_argument("--workers", type=_positive, default=2, help="engine workers (default 2)")
+    parser.add_argument("--workers", type=_positive, default=(os.cpu_count() or 1) + 1,
+                        help="engine workers (default: the CLI's own, one per CPU plus one)")
     parser.add_argument("--baseline-users", type=_positive, default=None,
                         help="run the baseline on only the first N users and extrapolate its rate "
                              "(default: all users; below ~10000 the estimate runs low, see the report)")
