@@ -214,7 +214,8 @@ class Migrator:
         """
         found = self.index_store(run_id).read(chunk.number)
         result = self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run).result
-        if not dry_run:
+        if not dry_run and result.skip_reasons[SKIP_ALREADY_MIGRATED]:
+            # Only users already migrated can have been migrated by an earlier attempt of this run.
             self._count_from_ledger(result, chunk, run_id)
         return result
 
