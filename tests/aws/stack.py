@@ -30,22 +30,18 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import json
-import re
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
-import yaml
 from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
 from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
@@ -54,130 +50,26 @@ from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda
 from tokenmigration.aws.context import reset_services
 from tokenmigration.aws.flags import FeatureFlags
 from tokenmigration.aws.runs import RunLedger
+from tokenmigration.local.template import (
+    CfnLoader,
+    FakeLambdaContext,
+    Function,
+    Resolver,
+    deploy,
+    function_error,
+    load_handler_module,
+    load_template,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 EVENTS = ROOT / "events"
 
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-PARTITION = "aws"
-ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/tokenmigration-test"
 EXPRESS_SECRETS = ("test-express-secret", "older-express-secret")
 APP_KEY = "base64:" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU="  # 32 bytes, as `php artisan key:generate`
 
 
-# --- template.yaml as data ---------------------------------------------------------------------------------
-
-
-class CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short tags, turned into their long form (``!Ref X`` -> ``{"Ref": "X"}``)."""
-
-
-def _tag(name: str) -> Callable[[CfnLoader, yaml.Node], Any]:
-    def construct(loader: CfnLoader, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            value: Any = loader.construct_scalar(node)
-            if name == "Fn::GetAtt":
-                value = value.split(".", 1)
-        elif isinstance(node, yaml.SequenceNode):
-            value = loader.construct_sequence(node, deep=True)
-        else:
-            value = loader.construct_mapping(node, deep=True)
-        return {name: value}
-
-    return construct
-
-
-CfnLoader.add_constructor("!Ref", _tag("Ref"))
-CfnLoader.add_constructor("!Condition", _tag("Condition"))
-for _short in ("Sub", "GetAtt", "Join", "Select", "Split", "If", "Equals", "Not", "And", "Or", "FindInMap",
-               "Base64", "Cidr", "GetAZs", "ImportValue"):
-    CfnLoader.add_constructor(f"!{_short}", _tag(f"Fn::{_short}"))
-
-
-def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=CfnLoader)
-
-
-_SUB_VARIABLE = re.compile(r"\$\{([^}!]+)\}")
-
-
-class Resolver:
-    """Resolves Ref / Fn::Sub / Fn::GetAtt / Fn::Join against parameters and physical resource ids."""
-
-    def __init__(self, parameters: dict[str, Any], refs: dict[str, Any], attributes: dict[str, Any]) -> None:
-        self.values = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": PARTITION,
-                       "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": "tokenmigration-test",
-                       **parameters, **refs}
-        self.attributes = attributes
-
-    def __call__(self, value: Any) -> Any:
-        if isinstance(value, list):
-            return [self(item) for item in value]
-        if not isinstance(value, dict):
-            return value
-        if len(value) == 1:
-            (key, arg), = value.items()
-            if key == "Ref":
-                return self.values[arg]
-            if key == "Fn::GetAtt":
-                return self.attributes[".".join(arg)]
-            if key == "Fn::Sub":
-                text, extra = (arg, {}) if isinstance(arg, str) else (arg[0], self(arg[1]))
-                return _SUB_VARIABLE.sub(lambda m: str(extra.get(m.group(1), self._sub(m.group(1)))), text)
-            if key == "Fn::Join":
-                return str(arg[0]).join(str(part) for part in self(arg[1]))
-        return {key: self(item) for key, item in value.items()}
-
-    def _sub(self, name: str) -> Any:
-        if name in self.values:
-            return self.values[name]
-        return self.attributes[name]
-
-
-# --- Lambda, in process ---------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeLambdaContext:
-    function_name: str
-    invoked_function_arn: str
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    log_group_name: str = "/aws/lambda/test"
-    log_stream_name: str = "test"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 300_000
-
-
-@dataclass(frozen=True)
-class Function:
-    logical_id: str
-    folder: str  # functions/<folder>/
-    name: str  # the physical function name
-    arn: str
-    handler: str
-    memory: int
-
-
-_modules: dict[Path, ModuleType] = {}
-_modules_guard = threading.Lock()
-
-
-def load_handler_module(path: Path) -> ModuleType:
-    """Import functions/<folder>/app.py under a name of its own (every function's file is app.py), once."""
-    with _modules_guard:
-        if path not in _modules:
-            spec = importlib.util.spec_from_file_location(f"wf_stack_{path.parent.name}_app", path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            _modules[path] = module
-        return _modules[path]
+# --- template.yaml as data, and Lambda in process: tokenmigration.local.template (shared with the local twin) --
 
 
 @dataclass
@@ -260,11 +152,11 @@ class AwsStack:
         event = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         fault = self._fault_for(fn, event, after=False)
         if fault is not None:
-            return _function_error(fault.error or RuntimeError("injected fault"))
+            return function_error(fault.error or RuntimeError("injected fault"))
         try:
             payload = self.invoke(fn.folder, event)
         except Exception as error:
-            return _function_error(error)
+            return function_error(error)
         fault = self._fault_for(fn, event, after=True)
         if fault is not None:
             raise ClientError({"Error": {"Code": fault.service_error_code, "Message": "injected after the handler ran"},
@@ -371,134 +263,31 @@ class AwsStack:
             time.sleep(0.02)
 
 
-def _function_error(error: BaseException) -> dict[str, Any]:
-    """Lambda's answer for an unhandled exception: FunctionError, and the runtime's error document."""
-    stack = traceback.format_exception(type(error), error, error.__traceback__)
-    document = {"errorMessage": str(error), "errorType": type(error).__name__, "requestId": str(uuid.uuid4()),
-                "stackTrace": [line.rstrip() for line in stack]}
-    return {"StatusCode": 200, "FunctionError": "Unhandled", "ExecutedVersion": "$LATEST", "Payload": document}
-
-
-def _physical_ids(template: dict[str, Any], stage: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Function]]:
-    """Ref values and GetAtt attributes of every resource, and the functions, before anything exists."""
-    refs: dict[str, Any] = {}
-    attributes: dict[str, Any] = {}
-    functions: dict[str, Function] = {}
-    globals_fn = template.get("Globals", {}).get("Function", {})
-    for logical_id, resource in template["Resources"].items():
-        kind = resource["Type"]
-        props = resource.get("Properties", {})
-        if kind == "AWS::DynamoDB::Table":
-            refs[logical_id] = f"tokenmigration-{stage}-{logical_id.lower()}"
-        elif kind == "AWS::S3::Bucket":
-            refs[logical_id] = f"tokenmigration-{stage}-{logical_id.lower()}"
-            attributes[f"{logical_id}.Arn"] = f"arn:{PARTITION}:s3:::{refs[logical_id]}"
-        elif kind == "AWS::Serverless::Function":
-            name = f"tokenmigration-{stage}-{logical_id}"
-            arn = f"arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:{name}"
-            refs[logical_id], attributes[f"{logical_id}.Arn"] = name, arn
-            folder = Path(props["CodeUri"]).name
-            functions[logical_id] = Function(logical_id, folder, name, arn,
-                                             props.get("Handler", globals_fn.get("Handler", "app.lambda_handler")),
-                                             int(props.get("MemorySize", globals_fn.get("MemorySize", 128))))
-        elif kind == "AWS::Serverless::StateMachine":
-            name = props["Name"]
-            if isinstance(name, dict):  # !Sub tokenmigration-${Stage}-...
-                name = name["Fn::Sub"].replace("${Stage}", stage)
-            refs[logical_id] = f"arn:{PARTITION}:states:{REGION}:{ACCOUNT}:stateMachine:{name}"
-            attributes[f"{logical_id}.Name"] = name
-        else:
-            refs[logical_id] = f"{logical_id}-{stage}"
-    return refs, attributes, functions
-
-
 def build_stack(monkeypatch: pytest.MonkeyPatch, database_url: str, redis_url: str,
                 parameter_overrides: dict[str, Any] | None = None) -> AwsStack:
     template = load_template()
     # Execute state machines for real; must be set before the first Step Functions call.
     monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
 
-    secrets = boto3.client("secretsmanager")
-    secret_arns = {
-        # Never read while DATABASE_URL is set; there so the variable is what a deployment has.
-        "DatabaseSecretArn": secrets.create_secret(Name="tokenmigration/test/database", SecretString=json.dumps(
-            {"engine": "postgres", "host": "unused.invalid", "username": "u", "password": "p", "dbname": "d"}))["ARN"],
-        "ExpressSecretsArn": secrets.create_secret(Name="tokenmigration/test/express",
-                                                   SecretString=json.dumps(list(EXPRESS_SECRETS)))["ARN"],
-        "AppKeySecretArn": secrets.create_secret(Name="tokenmigration/test/app-key", SecretString=APP_KEY)["ARN"],
-    }
-    parameters = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
-    parameters.update(secret_arns, RedisUrl=redis_url, SubnetIds=["subnet-0test"],
-                      SecurityGroupIds=["sg-0test"], **(parameter_overrides or {}))
-    stage = parameters["Stage"]
-    refs, attributes, functions = _physical_ids(template, stage)
-    resolve = Resolver(parameters, refs, attributes)
-    resources = template["Resources"]
-
-    # DynamoDB: the table exactly as the template declares it.
-    dynamodb = boto3.client("dynamodb")
-    (table_id, table), = ((k, v) for k, v in resources.items() if v["Type"] == "AWS::DynamoDB::Table")
-    props = table["Properties"]
-    dynamodb.create_table(TableName=refs[table_id], AttributeDefinitions=props["AttributeDefinitions"],
-                          KeySchema=props["KeySchema"], BillingMode=props["BillingMode"])
-    dynamodb.update_time_to_live(TableName=refs[table_id], TimeToLiveSpecification=props["TimeToLiveSpecification"])
-
-    s3 = boto3.client("s3")
-    for logical_id, resource in resources.items():
-        if resource["Type"] == "AWS::S3::Bucket":
-            s3.create_bucket(Bucket=refs[logical_id])
-
-    ssm = boto3.client("ssm")
-    for resource in resources.values():
-        if resource["Type"] == "AWS::SSM::Parameter":
-            p = resolve(resource["Properties"])
-            ssm.put_parameter(Name=p["Name"], Value=p["Value"], Type=p["Type"])
-
-    # The environment: Globals, then every function's own (all of them share this process).
-    env: dict[str, str] = {}
-    variables = [template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {})]
-    variables += [r["Properties"].get("Environment", {}).get("Variables", {}) for r in resources.values()
-                  if r["Type"] == "AWS::Serverless::Function"]
-    for block in variables:
-        for name, value in resolve(block).items():
-            if name in env and env[name] != str(value):
-                raise AssertionError(f"functions disagree on {name}: the in-process stack cannot host both")
-            env[name] = str(value)
-    env.update({
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "AWS_REGION": REGION,
-        # Test speed and determinism, not behaviour: no X-Ray outside Lambda, flags re-read at once, a
-        # user row held by another transaction is reported after 200 ms instead of 5 s.
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "FLAGS_MAX_AGE_SECONDS": "0",
-        "MIGRATION_LOCK_TIMEOUT_MS": "200",
-    })
+    deployment = deploy(database_url, redis_url, express_secrets=EXPRESS_SECRETS, app_key=APP_KEY,
+                        parameter_overrides=parameter_overrides, root=ROOT, template=template, extra_env={
+                            # Test speed and determinism, not behaviour: no X-Ray outside Lambda, flags re-read
+                            # at once, a user row held by another transaction is reported after 200 ms, not 5 s.
+                            "POWERTOOLS_TRACE_DISABLED": "true",
+                            "FLAGS_MAX_AGE_SECONDS": "0",
+                            "MIGRATION_LOCK_TIMEOUT_MS": "200",
+                        })
+    env = deployment.env
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-
-    sfn = boto3.client("stepfunctions")
-    state_machines: dict[str, str] = {}
-    for logical_id, resource in resources.items():
-        if resource["Type"] != "AWS::Serverless::StateMachine":
-            continue
-        p = resource["Properties"]
-        definition = (ROOT / p["DefinitionUri"]).read_text(encoding="utf-8")
-        for key, value in resolve(p.get("DefinitionSubstitutions", {})).items():
-            definition = definition.replace("${" + key + "}", str(value))
-        leftover = re.findall(r"\$\{[^}]+\}", definition)
-        assert not leftover, f"{p['DefinitionUri']}: no substitution for {leftover}"
-        arn = sfn.create_state_machine(name=attributes[f"{logical_id}.Name"], definition=definition,
-                                       roleArn=ROLE_ARN, type=p.get("Type", "STANDARD"))["stateMachineArn"]
-        assert arn == refs[logical_id]
-        kind = "migration" if "migration" in p["DefinitionUri"] else "rollback"
-        state_machines[kind] = arn
-
+    dynamodb, ssm = boto3.client("dynamodb"), boto3.client("ssm")
+    table_name = deployment.table_name
     return AwsStack(
-        template=template, env=env, table_name=refs[table_id], bucket=env["CHUNKS_BUCKET"],
-        flags_path=env["FLAGS_PATH"], state_machines=state_machines, functions=functions, parameters=parameters,
-        sfn=sfn, dynamodb=dynamodb, ssm=ssm, s3=s3,
-        ledger=RunLedger(refs[table_id], client=dynamodb),
+        template=template, env=env, table_name=table_name, bucket=env["CHUNKS_BUCKET"],
+        flags_path=env["FLAGS_PATH"], state_machines=deployment.state_machines, functions=deployment.functions,
+        parameters=deployment.parameters, sfn=boto3.client("stepfunctions"), dynamodb=dynamodb, ssm=ssm,
+        s3=boto3.client("s3"),
+        ledger=RunLedger(table_name, client=dynamodb),
         flags=FeatureFlags(env["FLAGS_PATH"], max_age=0, ssm_client=ssm),
     )
 

@@ -47,6 +47,7 @@ PARAMETERS = {
     "ExpressSecretsArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tm/express-AbCdEf",
     "AppKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tm/appkey-AbCdEf",
     "RedisUrl": "redis://cache.internal:6379/0",
+    "LaravelSessionCookie": "laravel_session",
     "SubnetIds": ["subnet-0a", "subnet-0b"],
     "SecurityGroupIds": ["sg-0a"],
 }
@@ -347,3 +348,11 @@ def test_api_functions_get_only_what_their_route_does(template):
         "ApiStartFunction", "ApiCompleteFunction", "ApiRollbackFunction"}
     for name in ("ApiCleanupFunction", "ApiMigrateUserFunction", "ApiRollbackUserFunction", "ApiExchangeFunction"):
         assert not {a for a in functions[name] if "DynamoDB" in a}, name
+
+
+def test_the_exchange_gets_the_laravel_cookie_settings_it_requires(template):
+    # With an app key the exchange must know the cookie's name: a missing one would fail every call.
+    variables = template["Resources"]["ApiExchangeFunction"]["Properties"]["Environment"]["Variables"]
+    assert {"APP_KEY_SECRET_ARN", "LARAVEL_SESSION_COOKIE", "LARAVEL_SESSION_DOMAIN",
+            "LARAVEL_SESSION_SECURE"} <= set(variables)
+    assert "Default" not in template["Parameters"]["LaravelSessionCookie"]  # configured, never derived

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="seed demo data, migrate it, check and print the result")
     demo.add_argument("--users", type=_positive, default=3000, help="demo users (default 3000)")
+
+    from tokenmigration.cli import api, local
+
+    local.add_parser(sub)
+    api.add_parser(sub)
     return parser
 
 
@@ -218,8 +223,20 @@ def cmd_demo(args, settings: Settings) -> int:
     return run_demo(settings, args.users)
 
 
+def cmd_local(args, settings: Settings) -> int:
+    from tokenmigration.cli.local import cmd_local as serve
+
+    return serve(args, settings)
+
+
+def cmd_api(args, settings: Settings) -> int:
+    from tokenmigration.cli.api import cmd_api as client
+
+    return client(args, settings)
+
+
 COMMANDS = {"db": cmd_db, "migrate": cmd_migrate, "rollback": cmd_rollback, "stats": cmd_stats,
-            "cleanup": cmd_cleanup, "demo": cmd_demo}
+            "cleanup": cmd_cleanup, "demo": cmd_demo, "local": cmd_local, "api": cmd_api}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
