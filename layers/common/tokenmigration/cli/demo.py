@@ -1,27 +1,37 @@
-"""``tokenmigration demo``: seed, migrate, check, print. Embedded SQLite and Redis unless configured."""
+"""``tokenmigration demo``: the deployed shape of the product on this machine, start to finish.
+
+Seeds demo users and Express sessions, starts the local twin of the AWS application in-process (the same
+handlers, the real state machines on moto), then drives it like an operator with the SigV4-signed client:
+a dry run, a migration with a live progress bar, stats, and one demo user's Express session exchanged for a
+Sanctum token. It ends by checking the database against what unmodified Laravel accepts. Embedded SQLite and
+Redis unless DATABASE_URL / REDIS_URL are set.
+"""
 
 from __future__ import annotations
 
+import secrets
+import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-from sqlalchemy import delete, func, inspect, select
+from sqlalchemy import delete, func, select
 
 from tokenmigration.cli.output import table
-from tokenmigration.cli.progress import ProgressBar
 from tokenmigration.config import Settings
 from tokenmigration.db.connection import make_engine
 from tokenmigration.db.schema import laravel_users, ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import DEMO_EMAIL_DOMAIN, seed
-from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.reporting import stats
 from tokenmigration.engine.verify import Check, token_verifies, verify_migrated
-from tokenmigration.local_driver import LocalDriver
+from tokenmigration.formats.express import SessionDecoder, SessionKind, cookie_value
 from tokenmigration.redis_client import connect
 
 DEMO_PREFIX = "tokenmigration-demo:sess:"
 DEMO_DIR = Path(".tokenmigration")
+CHUNK_SIZE = 500
+EXPRESS_SECRET = "demo-express-secret"
 
 
 class DemoRefused(Exception):
@@ -29,26 +39,17 @@ class DemoRefused(Exception):
 
 
 def _step(text: str) -> None:
-    print(f"\n== {text}")
+    print(f"\n== {text}", flush=True)
 
 
-def _open_database(settings: Settings):
+def _open_database(settings: Settings) -> tuple[str, str]:
     if settings.database_url:
-        engine = make_engine(settings.database_url)
-        return engine, f"{engine.url.render_as_string(hide_password=True)} (DATABASE_URL)"
+        return settings.database_url, "DATABASE_URL"
     DEMO_DIR.mkdir(exist_ok=True)
     path = DEMO_DIR / "demo.sqlite"
     for leftover in DEMO_DIR.glob("demo.sqlite*"):
         leftover.unlink()
-    return make_engine(f"sqlite:///{path}"), f"SQLite file {path} (embedded default)"
-
-
-def _open_redis(settings: Settings):
-    if settings.redis_url:
-        return connect(settings.redis_url), "REDIS_URL"
-    import fakeredis
-
-    return fakeredis.FakeRedis(), "in-process Redis (embedded default)"
+    return f"sqlite:///{path}", f"SQLite file {path} (embedded default)"
 
 
 def _clear_previous_demo(engine, redis) -> None:
@@ -69,19 +70,52 @@ def _clear_previous_demo(engine, redis) -> None:
         conn.execute(delete(laravel_users))
     keys = list(redis.scan_iter(match=DEMO_PREFIX + "*", count=1000))
     for start in range(0, len(keys), 1000):
-        redis.delete(*keys[start : start + 1000])
+        for key in keys[start : start + 1000]:
+            redis.delete(key)
+
+
+def _a_live_session(redis, holders: set[int]) -> tuple[str, int]:
+    """One logged-in demo session (of a user the run migrated), to exchange."""
+    decoder = SessionDecoder()
+    for key in redis.scan_iter(match=DEMO_PREFIX + "*", count=1000):
+        parsed = decoder.parse(redis.get(key))
+        if parsed.kind is SessionKind.LOGGED_IN and parsed.user_id not in holders:
+            return key.decode()[len(DEMO_PREFIX):], parsed.user_id
+    raise RuntimeError("the demo data holds no logged-in session")
+
+
+def _run(client, body: dict) -> dict:
+    from tokenmigration.cli.api import watch
+
+    started = client.request("POST", "/start", body={"confirm": True, "chunk_size": CHUNK_SIZE, **body})
+    if not started.ok:
+        raise RuntimeError(f"POST /start answered {started.status}: {started.message}")
+    finished = watch(client, started.document["migration_id"], interval=0.2)
+    return (finished.document or {}).get("progress") or {}
 
 
 def run_demo(settings: Settings, users: int) -> int:
-    started = time.monotonic()
-    engine, db_label = _open_database(settings)
-    redis, redis_label = _open_redis(settings)
-    settings = settings.replace(express_session_prefix=DEMO_PREFIX)
-    print(f"database: {db_label}\nredis:    {redis_label}, keys under {DEMO_PREFIX!r}")
+    from botocore.credentials import Credentials as BotoCredentials
 
-    _step("schema: Laravel tables and this tool's additions")
-    create_laravel_tables(engine)
-    if inspect(engine).has_table("users"):
+    from tokenmigration.cli.api import ApiClient
+    from tokenmigration.local.server import Credentials, start_in_background
+    from tokenmigration.local.twin import EmbeddedRedis, LocalTwin
+
+    started = time.monotonic()
+    database_url, db_label = _open_database(settings)
+    embedded = None
+    if settings.redis_url:
+        redis_url, redis_label = settings.redis_url, "REDIS_URL"
+    else:
+        embedded = EmbeddedRedis.start()
+        redis_url, redis_label = embedded.url, "embedded Redis (in this process)"
+    try:
+        engine = make_engine(database_url)
+        redis = connect(redis_url)
+        print(f"database: {db_label}\nredis:    {redis_label}, keys under {DEMO_PREFIX!r}")
+
+        _step("schema: Laravel tables and this tool's additions")
+        create_laravel_tables(engine)
         upgrade(engine)
         try:
             _clear_previous_demo(engine, redis)
@@ -89,65 +123,91 @@ def run_demo(settings: Settings, users: int) -> int:
             print(f"tokenmigration demo: {exc}")
             return 2
 
-    _step(f"seeding {users:,} users and their Express sessions")
-    report = seed(engine, redis, users, prefix=DEMO_PREFIX)
-    print(table(sorted(report.sessions.items()), headers=("Express sessions", "count")))
-    print(f"{len(report.users_with_tokens):,} users already hold a token the app made (they must be skipped)")
+        _step(f"seeding {users:,} users and their Express sessions")
+        report = seed(engine, redis, users, prefix=DEMO_PREFIX)
+        print(table(sorted(report.sessions.items()), headers=("Express sessions", "count")))
+        holders = set(report.users_with_tokens)
+        print(f"{len(holders):,} users already hold a token the app made (they must be skipped)")
 
-    migrator = Migrator(settings, engine, redis)
-    driver = LocalDriver(settings, migrator, workers=2)
+        _step("the AWS application on this machine: API, Lambdas, state machines (moto), signed requests")
+        key, secret, region = "AKIA" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30), "us-east-1"
+        twin = LocalTwin(database_url=database_url, redis_url=redis_url, region=region, log_level="ERROR",
+                         extra_env={"EXPRESS_SESSION_PREFIX": DEMO_PREFIX, "EXPRESS_SESSION_SECRETS": EXPRESS_SECRET,
+                                    "FLAGS_MAX_AGE_SECONDS": "0",
+                                    # CloudWatch metric documents mean nothing on a terminal
+                                    "POWERTOOLS_METRICS_DISABLED": "true"})
+        with start_in_background(twin, Credentials(key, secret, region)) as server:
+            client = ApiClient(server.url, credentials=BotoCredentials(key, secret), region=region)
+            print(f"serving {server.url} (SigV4, key {key})")
 
-    _step("dry run: the same counts, nothing written")
-    dry = driver.migrate(chunk_size=500, dry_run=True)
-    print(f"would migrate {dry.migrated_users:,}, skip {dry.skipped_users:,}, "
-          f"carry over {dry.sessions_migrated:,} sessions")
+            _step("dry run through the state machine: the same counts, nothing written")
+            dry = _run(client, {"dry_run": True})
+            print(f"would migrate {dry.get('migrated_users', 0):,}, skip {dry.get('skipped_users', 0):,}, "
+                  f"carry over {dry.get('sessions_migrated', 0):,} sessions")
 
-    _step("migration")
-    bar = ProgressBar()
-    summary = driver.migrate(chunk_size=500, progress=bar)
-    bar.close()
-    from tokenmigration.cli.main import problems_table, run_summary_table
+            _step("migration: POST /start, then GET /progress until it ends")
+            run = _run(client, {})
+            print(table((k, run.get(k)) for k in ("migration_id", "status", "total_users", "processed_users",
+                                                  "migrated_users", "skipped_users", "failed_migrations",
+                                                  "sessions_migrated", "total_batches", "percentage")))
+            problems = client.request("GET", "/errors", query={"migration_id": run.get("migration_id"),
+                                                               "limit": 100}).document or {}
+            codes = Counter(e["code"] for e in problems.get("errors", []))
+            print("\nreported, never fatal (first page of GET /errors):\n"
+                  + table(sorted(codes.items()), headers=("problem", "count")))
 
-    print(run_summary_table(summary))
-    print("\nreported, never fatal:\n" + problems_table(summary.problems))
+            _step("stats (GET /stats, from the database)")
+            stats_doc = client.request("GET", "/stats").document or {}
+            shown = {**(stats_doc.get("stats") or {}), **(stats_doc.get("feature_flags") or {})}
+            print(table(shown.items()))
 
-    _step("checks")
-    checks = verify_migrated(engine, settings)
-    expected_sessions = sum(n for uid, n in report.sessions_by_user.items() if uid not in report.users_with_tokens)
-    holders = report.users_with_tokens
-    with engine.connect() as conn:
-        app_tokens = conn.execute(select(func.count()).select_from(tokens).where(tokens.c.name == "app-token")
-                                  ).scalar_one()
-    checks += [
-        Check("every user migrated or skipped", summary.migrated_users + summary.skipped_users == users
-              and summary.skipped_users == len(holders), f"{summary.migrated_users:,} + {summary.skipped_users:,}"),
-        Check("every live session carried over", summary.sessions_migrated == expected_sessions,
-              f"{summary.sessions_migrated:,} of {expected_sessions:,}"),
-        Check("the app's own tokens untouched", app_tokens == len(holders), f"{app_tokens:,} app tokens"),
-        Check("odd session values reported, not fatal",
-              all(summary.session_kinds[k] for k in ("null_value", "not_json", "invalid_cookie")),
-              f"{len(summary.problems):,} problems recorded"),
-    ]
+            _step("exchange: a browser's live Express session becomes a Sanctum token (POST /exchange, unsigned)")
+            sid, owner = _a_live_session(redis, holders)
+            exchanged = client.request("POST", "/exchange", signed=False, body={
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": cookie_value(sid, EXPRESS_SECRET),
+                "subject_token_type": "urn:tokenmigration:express-session"})
+            bearer = (exchanged.document or {}).get("access_token", "")
+            print(f"user {owner}: HTTP {exchanged.status}, token id {bearer.split('|')[0] or '-'} "
+                  "(the plaintext is shown to the client only)")
 
-    again = driver.migrate(chunk_size=500)
-    checks.append(Check("a second run changes nothing", again.migrated_users == 0 and again.failed_users == 0,
-                        f"migrated {again.migrated_users}, skipped {again.skipped_users:,}"))
+            again = _run(client, {})
 
-    # A delivered token must work with Sanctum's own lookup: undo one user, migrate them again
-    # through the single-user path that hands out the plaintext (as the exchange will).
-    uid = next(u for u in report.user_ids if u not in holders)
-    migrator.rollback_user(uid)
-    single = migrator.migrate_user(uid, "demo-single", deliver_token=True)
-    bearer = single.token.plaintext(single.token_id)
-    checks.append(Check("a delivered token passes Sanctum's findToken", token_verifies(engine, bearer),
-                        f"user {uid}: token id {single.token_id}; the plaintext lived in memory only"))
+        _step("checks")
+        checks = verify_migrated(engine, settings)
+        expected_sessions = sum(n for uid, n in report.sessions_by_user.items() if uid not in holders)
+        with engine.connect() as conn:
+            app_tokens = conn.execute(select(func.count()).select_from(tokens).where(tokens.c.name == "app-token")
+                                      ).scalar_one()
+        checks += [
+            Check("the run succeeded through the state machine", run.get("status") == "SUCCEEDED",
+                  f"{run.get('total_batches', 0)} chunks"),
+            Check("every user migrated or skipped", run.get("migrated_users", 0) + run.get("skipped_users", 0) == users
+                  and run.get("skipped_users") == len(holders),
+                  f"{run.get('migrated_users', 0):,} + {run.get('skipped_users', 0):,}"),
+            Check("every live session carried over", run.get("sessions_migrated") == expected_sessions,
+                  f"{run.get('sessions_migrated', 0):,} of {expected_sessions:,}"),
+            Check("the dry run counted the same", (dry.get("migrated_users"), dry.get("sessions_migrated"))
+                  == (run.get("migrated_users"), run.get("sessions_migrated")), "and wrote nothing"),
+            Check("the app's own tokens untouched", app_tokens == len(holders), f"{app_tokens:,} app tokens"),
+            Check("odd session values reported, not fatal", {"null_value", "not_json", "invalid_cookie"} <= set(codes),
+                  f"{sum(codes.values()):,} problems on the first page"),
+            Check("a second run changes nothing",
+                  again.get("migrated_users") == 0 and again.get("status") == "SUCCEEDED",
+                  f"migrated {again.get('migrated_users')}, skipped {again.get('skipped_users', 0):,}"),
+            Check("the exchanged token passes Sanctum's findToken", exchanged.status == 200
+                  and token_verifies(engine, bearer), f"user {owner}"),
+        ]
+        print(table(((("PASS" if c.ok else "FAIL"), c.name, c.detail) for c in checks),
+                    headers=("", "check", "detail")))
 
-    print(table(((("PASS" if c.ok else "FAIL"), c.name, c.detail) for c in checks),
-                headers=("", "check", "detail")))
-
-    _step("stats (from the database)")
-    print(table((k, v if v is not None else "-") for k, v in stats(engine).items()))
-    failed = [c for c in checks if not c.ok]
-    print(f"\ndemo finished in {time.monotonic() - started:.1f} s: "
-          + ("all checks passed" if not failed else f"{len(failed)} check(s) FAILED"))
-    return 1 if failed else 0
+        _step("stats (from the database)")
+        print(table((k, v if v is not None else "-") for k, v in stats(engine).items()))
+        failed = [c for c in checks if not c.ok]
+        print(f"\ndemo finished in {time.monotonic() - started:.1f} s: "
+              + ("all checks passed" if not failed else f"{len(failed)} check(s) FAILED"))
+        sys.stdout.flush()
+        return 1 if failed else 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
