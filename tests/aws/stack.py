@@ -52,12 +52,12 @@ from tokenmigration.aws.flags import FeatureFlags
 from tokenmigration.aws.runs import RunLedger
 from tokenmigration.local.template import (
     CfnLoader,
+    Deployment,
     FakeLambdaContext,
     Function,
     Resolver,
     deploy,
     function_error,
-    load_handler_module,
     load_template,
 )
 
@@ -106,6 +106,7 @@ class AwsStack:
     s3: Any
     ledger: RunLedger
     flags: FeatureFlags
+    deployment: Deployment
     express_secrets: tuple[str, ...] = EXPRESS_SECRETS
     app_key: str = APP_KEY
     faults: list[Fault] = field(default_factory=list)
@@ -118,16 +119,10 @@ class AwsStack:
 
     def function(self, name: str) -> Function:
         """By logical id (``PlanFunction``), folder (``wf_plan``), physical name or ARN."""
-        for fn in self.functions.values():
-            if name in (fn.logical_id, fn.folder, fn.name, fn.arn):
-                return fn
-        raise KeyError(f"no function {name!r} in template.yaml")
+        return self.deployment.function(name)
 
     def handler(self, name: str) -> Callable[[dict[str, Any], Any], Any]:
-        fn = self.function(name)
-        module_name, attribute = fn.handler.rsplit(".", 1)
-        module = load_handler_module(ROOT / "functions" / fn.folder / f"{module_name}.py")
-        return getattr(module, attribute)
+        return self.deployment.handler(name)
 
     def invoke(self, name: str, event: dict[str, Any]) -> Any:
         """Run the function's handler as Lambda would: one at a time, the result through JSON."""
@@ -289,6 +284,7 @@ def build_stack(monkeypatch: pytest.MonkeyPatch, database_url: str, redis_url: s
         s3=boto3.client("s3"),
         ledger=RunLedger(table_name, client=dynamodb),
         flags=FeatureFlags(env["FLAGS_PATH"], max_age=0, ssm_client=ssm),
+        deployment=deployment,
     )
 
 

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote, urlencode, urlsplit
 
+from tokenmigration.cli.arguments import positive_int
 from tokenmigration.cli.output import table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -118,19 +119,11 @@ class ApiClient:
 # --- the command line --------------------------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _bounded(top: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        value = _positive(text)
+        value = positive_int(text)
         if value > top:
             raise argparse.ArgumentTypeError(f"must be at most {top}")
         return value

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from tokenmigration.cli.arguments import positive_int
 from tokenmigration.cli.output import duration, table
 from tokenmigration.cli.progress import ProgressBar
 from tokenmigration.config import ConfigError, Settings
@@ -21,18 +22,10 @@ class CliError(Exception):
     """A problem the user can fix; printed without a traceback."""
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _chunk_size(text: str) -> int:
-    value = _positive(text)
+    value = positive_int(text)
     if value > 10_000:
         raise argparse.ArgumentTypeError("must be at most 10000")
     return value
@@ -54,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--chunk-size", type=_chunk_size, default=2000, help="users per chunk (default 2000)")
         # One more worker than CPUs: each worker waits on PostgreSQL for part of every chunk.
-        p.add_argument("--workers", type=_positive, default=(os.cpu_count() or 1) + 1,
+        p.add_argument("--workers", type=positive_int, default=(os.cpu_count() or 1) + 1,
                        help="parallel worker processes (default: one per CPU, plus one)")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -75,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--json", action="store_true")
 
     demo = sub.add_parser("demo", help="seed demo data, migrate it, check and print the result")
-    demo.add_argument("--users", type=_positive, default=3000, help="demo users (default 3000)")
+    demo.add_argument("--users", type=positive_int, default=3000, help="demo users (default 3000)")
 
     from tokenmigration.cli import api, local
 
