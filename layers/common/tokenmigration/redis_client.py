@@ -50,16 +50,5 @@ def read_values(client: RedisLike, keys: list[bytes]) -> list[bytes | None]:
     return client.mget(keys)
 
 
-def exists_each(client: RedisLike, keys: list[bytes], batch: int = 2000) -> list[bool]:
-    """Which of ``keys`` exist, pipelined (EXISTS with many keys only returns a count)."""
-    out: list[bool] = []
-    for start in range(0, len(keys), batch):
-        pipe = client.pipeline(transaction=False)
-        for key in keys[start : start + batch]:
-            pipe.exists(key)
-        out += [bool(n) for n in pipe.execute()]
-    return out
-
-
 def glob_escape(prefix: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)

@@ -68,10 +68,10 @@ def _clear_previous_demo(engine, redis) -> None:
         for ledger in (ledger_tokens, ledger_sessions, ledger_failures):
             conn.execute(delete(ledger))
         conn.execute(delete(laravel_users))
-    keys = list(redis.scan_iter(match=DEMO_PREFIX + "*", count=1000))
-    for start in range(0, len(keys), 1000):
-        for key in keys[start : start + 1000]:
-            redis.delete(key)
+    pipe = redis.pipeline(transaction=False)
+    for key in redis.scan_iter(match=DEMO_PREFIX + "*", count=1000):
+        pipe.delete(key)  # one key per command: no cross-slot DEL on a cluster
+    pipe.execute()
 
 
 def _a_live_session(redis, holders: set[int]) -> tuple[str, int]:

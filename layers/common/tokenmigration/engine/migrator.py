@@ -175,8 +175,7 @@ class Migrator:
     def plan(self, run_id: str, chunk_size: int) -> Plan:
         """Chunk the users, then SCAN the session store once and index it by chunk."""
         chunks = self.plan_chunks(chunk_size)
-        report = build_index(self.redis, self.index_store(run_id), chunks, self.settings.express_session_prefix,
-                             self.settings.express_user_id_path)
+        report = build_index(self.indexer(run_id, chunks))
         return Plan(run_id, chunks, report)
 
     def plan_chunks(self, chunk_size: int) -> list[Chunk]:

@@ -151,7 +151,7 @@ class SessionIndexer:
 
     def __init__(self, client: RedisLike, store: RedisIndexStore, chunks: Sequence[Chunk], prefix: str,
                  user_id_path: str) -> None:
-        self.client, self.store, self.chunks = client, store, chunks
+        self.client, self.store, self.chunks, self.prefix = client, store, chunks, prefix
         self.decoder = SessionDecoder(user_id_path)
         self.los = [c.lo for c in chunks]
         self.prefix_len = len(prefix.encode("utf-8"))
@@ -191,13 +191,11 @@ class SessionIndexer:
         return report
 
 
-def build_index(client: RedisLike, store: RedisIndexStore, chunks: Sequence[Chunk], prefix: str,
-                user_id_path: str) -> ScanReport:
+def build_index(indexer: SessionIndexer) -> ScanReport:
     """The whole SCAN pass in this process (the plan Lambda; the local driver spreads batches)."""
-    store.drop(c.number for c in chunks)
-    indexer = SessionIndexer(client, store, chunks, prefix, user_id_path)
+    indexer.store.drop(c.number for c in indexer.chunks)
     report = ScanReport()
-    for keys in scan_session_keys(client, prefix):
+    for keys in scan_session_keys(indexer.client, indexer.prefix):
         report.merge(indexer.index(keys))
-    store.mark_complete(report.keys_seen)
+    indexer.store.mark_complete(report.keys_seen)
     return report
