@@ -103,13 +103,13 @@ _indexer: SessionIndexer | None = None
 
 
 def _init_worker(settings: Settings, run_id: str | None, chunks: list[Chunk] | None) -> None:
-    global _worker
-    _worker = Migrator(settings, make_engine(settings.database_url), connect(settings.redis_url))
-    _init_indexer(_worker, run_id, chunks)
+    _adopt(Migrator(settings, make_engine(settings.database_url), connect(settings.redis_url)), run_id, chunks)
 
 
-def _init_indexer(migrator: Migrator, run_id: str | None, chunks: list[Chunk] | None) -> None:
-    global _indexer
+def _adopt(migrator: Migrator, run_id: str | None, chunks: list[Chunk] | None) -> None:
+    """The migrator (and, for a migration, the session indexer) this process's tasks use."""
+    global _worker, _indexer
+    _worker = migrator
     _indexer = migrator.indexer(run_id, chunks) if run_id is not None else None
 
 
@@ -139,12 +139,11 @@ class LocalDriver:
 
     def _pool(self, run_id: str | None = None, chunks: list[Chunk] | None = None) -> Executor:
         in_process = self.migrator.redis is not None and type(self.migrator.redis).__module__.startswith("fakeredis")
-        if self.workers == 1 or in_process or self.migrator.engine.dialect.name == "sqlite":
-            global _worker
-            _worker = self.migrator
-            _init_indexer(self.migrator, run_id, chunks)
-            return ThreadPoolExecutor(max_workers=1 if self.migrator.engine.dialect.name == "sqlite"
-                                      else self.workers)
+        sqlite = self.migrator.engine.dialect.name == "sqlite"
+        if self.workers == 1 or in_process or sqlite:
+            # An embedded Redis lives in this process only; SQLite takes one writer at a time.
+            _adopt(self.migrator, run_id, chunks)
+            return ThreadPoolExecutor(max_workers=1 if sqlite else self.workers)
         return ProcessPoolExecutor(
             max_workers=self.workers,
             # fork: workers start in milliseconds; each opens its own connections in _init_worker.
