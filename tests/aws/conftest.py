@@ -16,6 +16,7 @@ from stack import aws_stack  # noqa: F401
 
 from tokenmigration.aws.runs import RunLedger
 from tokenmigration.aws.table_schema import create_table
+from tokenmigration.local.moto_atomicity import make_dynamodb_atomic
 
 TABLE = "tokenmigration-runs-test"
 
@@ -34,6 +35,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
     # Powertools keeps module-level providers (and their boto3 clients) across calls: start clean.
     parameters.clear_caches()
+    # Conditional writes race in plain moto; DynamoDB's do not, and the concurrency tests rely on that.
+    make_dynamodb_atomic()
     with mock_aws():
         yield
     parameters.clear_caches()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,3 +68,34 @@ def test_release_by_a_non_holder_is_a_no_op(ledger: RunLedger):
 def test_kind_is_checked(ledger: RunLedger):
     with pytest.raises(ValueError, match="kind"):
         ledger.acquire_lock("x", "cleanup")
+
+
+def test_the_lock_holds_even_when_both_writers_read_before_either_writes(ledger: RunLedger, monkeypatch):
+    """DynamoDB's conditional write is atomic; plain moto's is a read, a check and a store. Both contenders
+    are held right after their read, the widest window there is: without ``make_dynamodb_atomic`` both read
+    "no lock" and both win. With it, the second cannot read until the first has stored, so the first one's
+    wait runs out alone and the second finds the lock taken."""
+    from moto.dynamodb.models.table import Table
+
+    after_read = threading.Barrier(2, timeout=0.5)
+    read = Table.get_item
+
+    def get_item_then_wait(self, *args, **kwargs):
+        current = read(self, *args, **kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            after_read.wait()
+        return current
+
+    monkeypatch.setattr(Table, "get_item", get_item_then_wait)
+
+    def attempt(run_id: str) -> bool:
+        try:
+            ledger.acquire_lock(run_id, "migration")
+        except RunInProgress:
+            return False
+        return True
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        won = list(pool.map(attempt, ["migration-a", "migration-b"]))
+
+    assert sorted(won) == [False, True]

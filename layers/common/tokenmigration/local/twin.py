@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tokenmigration.local.moto_atomicity import make_dynamodb_atomic
 from tokenmigration.local.template import ACCOUNT, Deployment, FakeLambdaContext, deploy, function_error
 
 DEFAULT_EXPRESS_SECRET = "tokenmigration-local-express-secret"
@@ -144,6 +145,7 @@ class LocalTwin:
 
         mock = mock_aws()
         mock.start()
+        make_dynamodb_atomic()  # the threaded server's simultaneous starts must meet DynamoDB's atomic lock
         self._undo.append(mock.stop)
         previous = default_user_config.get("stepfunctions")
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
