@@ -94,23 +94,29 @@ def _ids(text_: str | None) -> list[int]:
 
 class PostgresChunkSql:
     def lock_users(self, conn, scope, tokenable_type, lock, skip_locked):
-        where = "id = ANY(CAST(string_to_array(:ids, ',') AS bigint[]))" if scope.ids is not None \
-            else "id BETWEEN :lo AND :hi"
+        def in_scope(column: str) -> str:
+            if scope.ids is not None:
+                return f"{column} = ANY(CAST(string_to_array(:ids, ',') AS bigint[]))"
+            return f"{column} BETWEEN :lo AND :hi"
+
         locking = ("FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE") if lock else ""
         # Rows another transaction holds are invisible to SKIP LOCKED; the last column finds them.
         busy = f"""(SELECT string_agg(u.id::text, ',' ORDER BY u.id) FROM users u
-                    WHERE u.{where} AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = u.id))""" \
+                    WHERE {in_scope('u.id')} AND NOT EXISTS (SELECT 1 FROM held h WHERE h.id = u.id))""" \
             if lock and skip_locked else "NULL"
         statement = text(f"""
             WITH held AS (
                 SELECT id, migrated_to_sanctum_at IS NOT NULL AS migrated FROM users
-                WHERE {where} ORDER BY id {locking}
+                WHERE {in_scope('id')} ORDER BY id {locking}
+            ), holders AS (
+                -- One range scan of the (tokenable_type, tokenable_id) index. A per-user EXISTS lets the
+                -- planner, whose statistics lag behind a running migration, hash a seq scan of the whole
+                -- token table for every chunk instead.
+                SELECT DISTINCT tokenable_id AS id FROM personal_access_tokens
+                WHERE tokenable_type = :tokenable_type AND {in_scope('tokenable_id')}
             ), classified AS (
-                SELECT id, migrated,
-                       NOT migrated AND EXISTS (SELECT 1 FROM personal_access_tokens t
-                                                WHERE t.tokenable_type = :tokenable_type AND t.tokenable_id = held.id
-                                               ) AS holds
-                FROM held
+                SELECT held.id, migrated, NOT migrated AND holders.id IS NOT NULL AS holds
+                FROM held LEFT JOIN holders ON holders.id = held.id
             )
             SELECT (SELECT string_agg(id::text, ',' ORDER BY id) FROM classified WHERE NOT migrated AND NOT holds),
                    (SELECT count(*) FROM classified WHERE migrated),
