@@ -39,6 +39,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from tokenmigration.cli.arguments import default_workers, positive_int
 from tokenmigration.db.connection import make_engine
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import SeedReport, seed
@@ -54,22 +55,15 @@ SMALL_PREFIX = 10_000  # below this many users an extrapolated baseline is notic
 # --- options ------------------------------------------------------------------------------------
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark `tokenmigration migrate` against the per-user baseline on seeded data.",
     )
-    parser.add_argument("--users", type=_positive, default=100_000, help="users to seed (default 100000)")
-    parser.add_argument("--chunk-size", type=_positive, default=2000, help="engine chunk size (default 2000)")
-    parser.add_argument("--workers", type=_positive, default=(os.cpu_count() or 1) + 1,
-                        help="engine workers (default: the CLI's own, one per CPU plus one)")
-    parser.add_argument("--baseline-users", type=_positive, default=None,
+    parser.add_argument("--users", type=positive_int, default=100_000, help="users to seed (default 100000)")
+    parser.add_argument("--chunk-size", type=positive_int, default=2000, help="engine chunk size (default 2000)")
+    parser.add_argument("--workers", type=positive_int, default=default_workers(),
+                        help="engine workers (default: the CLI's own default)")
+    parser.add_argument("--baseline-users", type=positive_int, default=None,
                         help="run the baseline on only the first N users and extrapolate its rate "
                              "(default: all users; below ~10000 the estimate runs low, see the report)")
     parser.add_argument("--keep", action="store_true",

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+# Two per CPU, because a worker spends most of each chunk waiting on PostgreSQL; capped so a large
+# machine does not open more connections than a production database should see from one migration.
+MAX_DEFAULT_WORKERS = 16
+
+
+def default_workers() -> int:
+    return min(2 * (os.cpu_count() or 1), MAX_DEFAULT_WORKERS)
 
 
 def positive_int(text: str) -> int:

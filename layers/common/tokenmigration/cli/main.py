@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from tokenmigration.cli.arguments import positive_int
+from tokenmigration.cli.arguments import MAX_DEFAULT_WORKERS, default_workers, positive_int
 from tokenmigration.cli.output import duration, table
 from tokenmigration.cli.progress import ProgressBar
 from tokenmigration.config import ConfigError, Settings
@@ -46,9 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--chunk-size", type=_chunk_size, default=2000, help="users per chunk (default 2000)")
-        # One more worker than CPUs: each worker waits on PostgreSQL for part of every chunk.
-        p.add_argument("--workers", type=positive_int, default=(os.cpu_count() or 1) + 1,
-                       help="parallel worker processes (default: one per CPU, plus one)")
+        p.add_argument("--workers", type=positive_int, default=default_workers(),
+                       help=f"parallel worker processes (default: two per CPU, at most {MAX_DEFAULT_WORKERS})")
         p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
         p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
