@@ -145,8 +145,8 @@ class LocalTwin:
 
         mock = mock_aws()
         mock.start()
-        make_dynamodb_atomic()  # the threaded server's simultaneous starts must meet DynamoDB's atomic lock
         self._undo.append(mock.stop)
+        make_dynamodb_atomic()  # the threaded server's simultaneous starts must meet DynamoDB's atomic lock
         previous = default_user_config.get("stepfunctions")
         default_user_config["stepfunctions"] = {"execute_state_machine": True}
         self._undo.append(lambda: default_user_config.__setitem__("stepfunctions", previous or {}))
