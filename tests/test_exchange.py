@@ -404,10 +404,28 @@ class CountingRedis:
         return self.inner.get(key)
 
 
-def test_every_bad_session_costs_the_same_work(xsettings, xmigrator, db_engine, redis_client):
-    """No timing assertions: the same Redis and database round trips for every kind of bad session."""
+class CountingHmac:
+    """The standard library's ``hmac`` as the cookie check sees it, counting the MACs computed."""
+
+    compare_digest = staticmethod(hmac.compare_digest)
+
+    def __init__(self) -> None:
+        self.macs = 0
+
+    def new(self, *args, **kwargs):
+        self.macs += 1
+        return hmac.new(*args, **kwargs)
+
+
+def test_every_bad_session_costs_the_same_work(xsettings, xmigrator, db_engine, redis_client, monkeypatch):
+    """No timing assertions: the same HMACs, Redis and database round trips for every kind of bad session."""
+    import tokenmigration.formats.express as express_format
+
+    assert len(SECRETS) > 1, "the check must cost one HMAC per configured secret, so configure several"
     add_users(db_engine, [1])
     counting = CountingRedis(redis_client)
+    macs = CountingHmac()
+    monkeypatch.setattr(express_format, "hmac", macs)
     service = ExchangeService(xsettings, xmigrator, counting, InMemoryFailureThrottle(limit=1000))
     statements: list[str] = []
 
@@ -418,17 +436,17 @@ def test_every_bad_session_costs_the_same_work(xsettings, xmigrator, db_engine, 
     try:
         work = {}
         for kind, cookie in _bad_cookies(redis_client).items():
-            counting.gets, statements[:] = 0, []
+            counting.gets, macs.macs, statements[:] = 0, 0, []
             with pytest.raises(InvalidGrant):
                 service.exchange(cookie_request(service, cookie))
-            work[kind] = (counting.gets, tuple(statements))
+            work[kind] = (macs.macs, counting.gets, tuple(statements))
     finally:
         event.remove(db_engine, "before_cursor_execute", record)
     shapes = set(work.values())
     assert len(shapes) == 1, work
-    gets, sql = shapes.pop()
-    assert gets == 1 and sum("FROM users" in s for s in sql) == 1 and not any("UPDATE" in s or "INSERT" in s
-                                                                               for s in sql)
+    hmacs, gets, sql = shapes.pop()
+    assert hmacs == len(SECRETS) and gets == 1
+    assert sum("FROM users" in s for s in sql) == 1 and not any("UPDATE" in s or "INSERT" in s for s in sql)
 
 
 def test_holds_tokens_is_a_conflict_and_changes_nothing(service, db_engine, redis_client):
