@@ -354,12 +354,21 @@ def test_clean_user_agent_drops_non_text(value):
 # refuse anything else rather than build a payload Laravel cannot read.
 @pytest.mark.parametrize(
     ("serialization", "csrf"),
-    [("php", "short"), ("php", "x" * 41), ("json", "a/b" * 13 + "c")],
+    [("php", "short"), ("php", "x" * 41), ("json", "a/b" * 13 + "c"), ("php", "é" * 40), ("json", "x" * 39 + "!")],
     ids=repr,
 )
-def test_payload_factory_with_unusual_csrf_raises_or_matches_general_encoder(serialization, csrf):
-    try:
-        payload = PayloadFactory(serialization).payload(1, csrf)
-    except ValueError:
-        return
-    assert payload == encode_payload(session_attributes(1, csrf), serialization)
+def test_payload_factory_refuses_a_csrf_token_its_frame_was_not_cut_for(serialization, csrf):
+    with pytest.raises(ValueError, match="csrf_token must be 40 ASCII letters or digits"):
+        PayloadFactory(serialization).payload(1, csrf)
+
+
+@pytest.mark.parametrize("user_id", [True, "1", 1.0, None])
+def test_payload_factory_refuses_a_user_id_that_is_not_an_int(user_id):
+    with pytest.raises(ValueError, match="user_id must be an int"):
+        PayloadFactory("php").payload(user_id, "a" * 40)
+
+
+@pytest.mark.parametrize("serialization", ["php", "json"])
+def test_payload_factory_matches_the_general_encoder_for_a_40_char_token(serialization):
+    csrf = "Ab3" * 13 + "Z"
+    assert PayloadFactory(serialization).payload(7, csrf) == encode_payload(session_attributes(7, csrf), serialization)

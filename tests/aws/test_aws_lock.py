@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -70,20 +69,44 @@ def test_kind_is_checked(ledger: RunLedger):
         ledger.acquire_lock("x", "cleanup")
 
 
+class WatchedLock:
+    """moto_atomicity's lock, telling when a second caller has to wait for it."""
+
+    def __init__(self, inner, contended: threading.Event) -> None:
+        self.inner, self.contended = inner, contended
+
+    def __enter__(self) -> WatchedLock:
+        if not self.inner.acquire(blocking=False):
+            self.contended.set()
+            self.inner.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.inner.release()
+
+
 def test_the_lock_holds_even_when_both_writers_read_before_either_writes(ledger: RunLedger, monkeypatch):
-    """DynamoDB's conditional write is atomic; plain moto's is a read, a check and a store. Both contenders
-    are held right after their read, the widest window there is: without ``make_dynamodb_atomic`` both read
-    "no lock" and both win. With it, the second cannot read until the first has stored, so the first one's
-    wait runs out alone and the second finds the lock taken."""
+    """DynamoDB's conditional write is atomic; plain moto's is a read, a check and a store. The first contender
+    is held right after its read until the second is in too: either waiting for moto_atomicity's lock (what
+    DynamoDB's atomicity means here) or past its own read (where plain moto lets both read "no lock", and both
+    win). The race is forced, never left to the scheduler: if the second never comes in, the test fails."""
     from moto.dynamodb.models.table import Table
 
-    after_read = threading.Barrier(2, timeout=0.5)
+    from tokenmigration.local import moto_atomicity
+
+    second_is_in = threading.Event()
+    monkeypatch.setattr(moto_atomicity, "_LOCK", WatchedLock(moto_atomicity._LOCK, second_is_in))
+    readers: list[str] = []
+    forced: list[bool] = []
     read = Table.get_item
 
     def get_item_then_wait(self, *args, **kwargs):
         current = read(self, *args, **kwargs)
-        with contextlib.suppress(threading.BrokenBarrierError):
-            after_read.wait()
+        readers.append(threading.current_thread().name)
+        if len(readers) == 1:
+            forced.append(second_is_in.wait(timeout=60))  # a bound for a hung test, not a timing assertion
+        else:
+            second_is_in.set()
         return current
 
     monkeypatch.setattr(Table, "get_item", get_item_then_wait)
@@ -98,4 +121,5 @@ def test_the_lock_holds_even_when_both_writers_read_before_either_writes(ledger:
     with ThreadPoolExecutor(max_workers=2) as pool:
         won = list(pool.map(attempt, ["migration-a", "migration-b"]))
 
+    assert forced == [True], "the second contender never came in while the first was held: no race was forced"
     assert sorted(won) == [False, True]
