@@ -23,11 +23,19 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 demo: install
 	$(VENV)/bin/tokenmigration demo
 
-test: install
+test: install browser-deps
 	$(PY) -m pytest
 
 bench: install
 	$(PY) bench/bench.py $(BENCH_ARGS)
+
+# The browser test's Express app: the npm packages pinned by its package-lock.json.
+EXPRESS_APP := tests/browser/express_app
+.PHONY: browser-deps
+browser-deps: $(EXPRESS_APP)/node_modules/.package-lock.json
+
+$(EXPRESS_APP)/node_modules/.package-lock.json: $(EXPRESS_APP)/package-lock.json
+	npm ci --prefix $(EXPRESS_APP) --no-audit --no-fund
 
 lint: install
 	$(VENV)/bin/ruff check .
