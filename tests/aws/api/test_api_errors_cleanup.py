@@ -61,7 +61,7 @@ def test_the_sample_event_lists_errors(api, stack):
 def test_errors_before_any_run_is_an_empty_page(api, stack):
     result = api.invoke("api_errors", query=None)
     assert result.status == 200
-    assert result.body == {"success": True, "message": result.body["message"], "migration_id": None,
+    assert result.body == {"success": True, "message": "No migration has been started yet", "migration_id": None,
                            "errors": [], "next_cursor": None}
 
 

@@ -21,7 +21,7 @@ def test_stats_before_anything(api, stack, pg_engine):
     assert result.status == 200
     assert result.body == {
         "success": True,
-        "message": result.body["message"],
+        "message": "Migration statistics",
         "stats": {"total_users": 2, "migrated_users": 0, "failed_migrations": 0, "migration_percentage": 0.0,
                   "last_migration_at": None},
         "feature_flags": {"auth_mode": "dual", "sanctum_only": False, "migration_in_progress": False,
@@ -51,7 +51,8 @@ def test_complete_sets_sanctum_only(api, stack):
     result = api.invoke("api_complete", body={"confirm": True})
 
     assert result.status == 200
-    assert result.body == {"success": True, "message": result.body["message"], "auth_mode": "sanctum_only"}
+    assert result.body == {"success": True, "auth_mode": "sanctum_only",
+                           "message": "Migration completed: only Sanctum tokens are accepted from now on"}
     assert flags_of(stack) == Flags(auth_mode="sanctum", sanctum_only=True, rollback_available=False)
     assert api.invoke("api_stats").body["feature_flags"] == {
         "auth_mode": "sanctum", "sanctum_only": True, "migration_in_progress": False, "rollback_available": False,

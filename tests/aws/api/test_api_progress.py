@@ -16,7 +16,7 @@ def test_no_run_ever_is_200_with_progress_null(api, stack, pg_engine):
     assert result.status == 200
     assert result.body == {
         "success": True,
-        "message": result.body["message"],
+        "message": "No migration has been started yet",
         "progress": None,
         "stats": {"total_users": 3, "migrated_users": 0, "failed_migrations": 0, "migration_percentage": 0.0,
                   "last_migration_at": None},

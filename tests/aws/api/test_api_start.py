@@ -47,7 +47,13 @@ def test_start_passes_the_options_on(api, stack):
 
 
 def test_the_sample_event_starts_a_run(api, stack):
-    assert api.invoke("api_start").status == 202
+    result = api.invoke("api_start")
+    assert result.status == 202
+    run_id = result.body["migration_id"]
+    assert stack.ledger.active_run() == run_id
+    assert stack.ledger.get_run(run_id)["status"] == "RUNNING"
+    [execution] = stack.executions()
+    assert execution["name"] == run_id and json.loads(execution["input"])["run_id"] == run_id
 
 
 @pytest.mark.parametrize(("body", "field"), [
@@ -122,7 +128,7 @@ def test_a_second_start_is_409_with_the_active_run(api, stack):
     second = api.invoke("api_start", body={"confirm": True, "dry_run": True})
 
     assert second.status == 409
-    assert second.body == {"success": False, "message": second.body["message"],
+    assert second.body == {"success": False, "message": f"A run is in progress: {first.body['migration_id']}",
                            "migration_id": first.body["migration_id"]}
     assert first.body["migration_id"] in second.body["message"]
     assert len(stack.executions()) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from helpers import add_app_token, add_users, express, put_session
+from helpers import add_app_token, add_users, express, put_session, snapshot
 from tokenmigration.db.schema import ledger_tokens, tokens, users
 
 
@@ -35,8 +35,19 @@ def test_migrate_one_user(api, stack, pg_engine):
 
 def test_the_sample_event_migrates_user_42(api, stack, pg_engine):
     add_users(pg_engine, [42])
-    assert api.invoke("api_migrate_user").status == 200
-    assert api.invoke("api_rollback_user").status == 200
+    before = snapshot(pg_engine)
+    migrated = api.invoke("api_migrate_user")
+    assert migrated.status == 200
+    token_id = migrated.body["data"]["token_id"]
+    row = user_row(pg_engine, 42)
+    assert row.migrated_to_sanctum_at is not None and row.migration_token_id == token_id
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(tokens.c.tokenable_id).where(tokens.c.id == token_id)).scalar_one() == 42
+        assert conn.execute(select(ledger_tokens.c.token_id).where(ledger_tokens.c.user_id == 42)).scalar_one() \
+            == token_id
+    rolled_back = api.invoke("api_rollback_user")
+    assert (rolled_back.status, rolled_back.body["data"]) == (200, {"tokens_revoked": 1, "sessions_removed": 0})
+    assert snapshot(pg_engine) == before  # the three tables exactly as they were
 
 
 def test_single_user_migration_carries_no_sessions(api, stack, pg_engine, redis_client):
@@ -49,11 +60,14 @@ def test_single_user_migration_carries_no_sessions(api, stack, pg_engine, redis_
 
 def test_unknown_user_is_404(api, stack, pg_engine):
     add_users(pg_engine, [1])
+    before = snapshot(pg_engine)
     for name in ("api_migrate_user", "api_rollback_user"):
         result = api.invoke(name, user_id=999)
         assert result.status == 404
-        assert result.body == {"success": False, "message": result.body["message"]}
-        assert "999" in result.body["message"]
+        assert result.body == {"success": False, "message": "no user with id 999"}
+    assert snapshot(pg_engine) == before  # nothing written for anyone
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(ledger_tokens)).first() is None
 
 
 def test_already_migrated_is_409(api, stack, pg_engine):
