@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -126,10 +128,29 @@ def test_schema_not_upgraded_is_explained(env, db_engine):
 
 
 def test_demo_on_embedded_defaults(tmp_path):
+    """The demo's own "all checks passed" is not the evidence: its database is read here, independently."""
     done = run(["demo", "--users", "300"], {}, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "all checks passed" in done.stdout and "FAIL" not in done.stdout
-    assert (tmp_path / ".tokenmigration" / "demo.sqlite").exists()
+    database = tmp_path / ".tokenmigration" / "demo.sqlite"
+    with sqlite3.connect(database) as conn:
+        users = dict(conn.execute("SELECT id, migration_token_id FROM users WHERE migrated_to_sanctum_at IS NOT NULL"))
+        everyone = {row[0] for row in conn.execute("SELECT id FROM users")}
+        tokens_by_name: dict[str, list[tuple[int, int]]] = {}
+        for token_id, owner, name in conn.execute("SELECT id, tokenable_id, name FROM personal_access_tokens"):
+            tokens_by_name.setdefault(name, []).append((token_id, owner))
+        session_rows = conn.execute("SELECT user_id, payload FROM sessions").fetchall()
+        ledgered = conn.execute("SELECT COUNT(*) FROM token_migration_sessions").fetchone()[0]
+    assert len(everyone) == 300
+    holders = {owner for _, owner in tokens_by_name.get("app-token", [])}
+    assert holders and not holders & set(users), "users holding app tokens get no migration token"
+    assert set(users) == everyone - holders, "everyone else is migrated"
+    # Each migrated user points at exactly one migration token, their own.
+    assert sorted(tokens_by_name["migration-token"]) == sorted((token, user) for user, token in users.items())
+    assert session_rows and len(session_rows) == ledgered
+    for user_id, payload in session_rows:
+        attributes = base64.b64decode(payload).decode()
+        assert user_id in everyone and f'login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d";i:{user_id};' in attributes
 
 
 def test_demo_refuses_a_database_with_real_users(env, db_engine):
