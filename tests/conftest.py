@@ -1,8 +1,8 @@
-"""Real PostgreSQL and Redis for every test run.
+"""Real PostgreSQL, MariaDB and Redis for every test run.
 
-Each run gets its own throwaway PostgreSQL database and Redis DB number:
-TEST_DATABASE_URL / TEST_REDIS_URL when .ci/run (or you) set them, otherwise a
-database named after this process is created on 127.0.0.1 and dropped at the end.
+Each run gets its own throwaway PostgreSQL database, MariaDB database and Redis DB number:
+TEST_DATABASE_URL / TEST_MYSQL_URL / TEST_REDIS_URL when .ci/run (or you) set them, otherwise
+databases named after this process are created on 127.0.0.1 and dropped at the end.
 Tables are recreated for every test, so tests never see each other's rows.
 """
 
@@ -24,6 +24,9 @@ from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.engine.migrator import Migrator
 
 PG_SERVER = os.environ.get("TEST_PG_SERVER_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/postgres")
+MYSQL_SERVER = os.environ.get("TEST_MYSQL_SERVER_URL", "mysql+pymysql://root@127.0.0.1:3306/mysql")
+# The databases an engine test runs on: the same test, parametrised, never copied.
+DATABASES = ("postgresql", "mysql", "sqlite")
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +44,24 @@ def pg_url() -> Iterator[str]:
     finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A throwaway MariaDB (or MySQL) database, utf8mb4 as Laravel's config makes it."""
+    given = os.environ.get("TEST_MYSQL_URL")
+    if given:
+        yield given
+        return
+    name = f"tm_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(MYSQL_SERVER, poolclass=NullPool)
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+    try:
+        yield MYSQL_SERVER.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +90,19 @@ def pg_engine(_pg_engine: Engine) -> Engine:
     return _pg_engine
 
 
+@pytest.fixture(scope="session")
+def _mysql_engine(mysql_url: str) -> Iterator[Engine]:
+    engine = make_engine(mysql_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def mysql_engine(_mysql_engine: Engine) -> Engine:
+    _reset(_mysql_engine)
+    return _mysql_engine
+
+
 @pytest.fixture
 def sqlite_engine(tmp_path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'laravel.sqlite'}")
@@ -77,10 +111,19 @@ def sqlite_engine(tmp_path) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+_ENGINE_FIXTURES = {"postgresql": "pg_engine", "mysql": "mysql_engine", "sqlite": "sqlite_engine"}
+
+
+@pytest.fixture(params=DATABASES)
 def db_engine(request) -> Engine:
-    """The same test on both databases the engine supports."""
-    return request.getfixturevalue("pg_engine" if request.param == "postgresql" else "sqlite_engine")
+    """The same test on every database the engine supports (PostgreSQL, MariaDB, SQLite)."""
+    return request.getfixturevalue(_ENGINE_FIXTURES[request.param])
+
+
+@pytest.fixture(params=("postgresql", "mysql"))
+def server_engine(request) -> Engine:
+    """The database servers (row locks held by other connections, concurrent workers)."""
+    return request.getfixturevalue(_ENGINE_FIXTURES[request.param])
 
 
 @pytest.fixture

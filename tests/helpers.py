@@ -7,13 +7,16 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, insert, select, text
 
-from tokenmigration.db.schema import laravel_users, sessions, tokens
+from tokenmigration.db.schema import laravel_tokens, laravel_users, sessions, tokens
 from tokenmigration.formats import sanctum
 
 
 def add_users(engine: Engine, ids: list[int]) -> None:
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     with engine.begin() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            # The tests use user id 0 (a logged-in user too); MySQL would read it as "next id".
+            conn.execute(text("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_AUTO_VALUE_ON_ZERO')"))
         conn.execute(insert(laravel_users), [
             {"id": i, "name": f"u{i}", "email": f"u{i}@example.test", "password": "x", "created_at": now,
              "updated_at": now} for i in ids
@@ -23,10 +26,11 @@ def add_users(engine: Engine, ids: list[int]) -> None:
 def add_app_token(engine: Engine, user_id: int, name: str = "app-token") -> int:
     now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     with engine.begin() as conn:
-        return conn.execute(insert(tokens).values(
+        # No RETURNING: MySQL has none.
+        return conn.execute(insert(laravel_tokens).values(
             tokenable_type="App\\Models\\User", tokenable_id=user_id, name=name,
             token=sanctum.mint_token().hash, abilities='["*"]', created_at=now, updated_at=now,
-        ).returning(tokens.c.id)).scalar_one()
+        )).inserted_primary_key[0]
 
 
 def express(user: object = None, **extra: object) -> bytes:

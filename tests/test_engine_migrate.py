@@ -272,7 +272,7 @@ def test_ledger_records_exactly_what_was_created(migrator, db_engine, redis_clie
     assert token_ids == ledger and session_ids == ledger_s and runs == {"run-1"}
 
 
-@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("db_engine", ["postgresql", "mysql"], indirect=True)
 def test_two_workers_on_overlapping_chunks_migrate_each_user_once(settings, db_engine, redis_client):
     ids = list(range(1, 401))
     add_users(db_engine, ids)
@@ -308,7 +308,7 @@ def test_two_workers_on_overlapping_chunks_migrate_each_user_once(settings, db_e
     assert per_user == [] and session_count == 400
 
 
-@pytest.mark.parametrize("db_engine", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("db_engine", ["postgresql", "mysql"], indirect=True)
 def test_a_user_row_held_by_the_app_fails_with_a_code_and_the_rest_proceeds(migrator, db_engine, pg_url):
     add_users(db_engine, [1, 2, 3])
     plan = migrator.plan("run-1", 10)
@@ -328,7 +328,6 @@ def test_a_user_row_held_by_the_app_fails_with_a_code_and_the_rest_proceeds(migr
 
 def test_sanctum_2_table_without_expires_at(settings, db_engine, redis_client):
     with db_engine.begin() as conn:
-        conn.execute(text("DROP INDEX IF EXISTS ix_personal_access_tokens_expires_at"))
         conn.execute(text("ALTER TABLE personal_access_tokens DROP COLUMN expires_at"))
     add_users(db_engine, [1])
     run_all(Migrator(settings, db_engine, redis_client))

@@ -489,9 +489,8 @@ def test_an_app_token_pointed_at_is_never_rotated(service, db_engine, redis_clie
     assert snapshot(db_engine) == before
 
 
+@pytest.mark.parametrize("db_engine", ["postgresql", "mysql"], indirect=True)  # row locks of another connection
 def test_user_locked_by_another_transaction(xsettings, db_engine, redis_client, request):
-    if db_engine.dialect.name != "postgresql":
-        pytest.skip("row locks held by another connection: PostgreSQL")
     settings = xsettings.replace(lock_timeout_ms=50)
     service = ExchangeService(settings, Migrator(settings, db_engine, redis_client), redis_client,
                               InMemoryFailureThrottle())

@@ -1,4 +1,4 @@
-"""SQLAlchemy engines for PostgreSQL (pg8000, the production path) and SQLite."""
+"""SQLAlchemy engines for PostgreSQL (pg8000), MySQL / MariaDB (PyMySQL) and SQLite."""
 
 from __future__ import annotations
 
@@ -7,12 +7,18 @@ from sqlalchemy.engine import make_url
 
 from tokenmigration.config import ConfigError
 
+# The drivers we ship: pure Python, so the Lambda layer builds on any machine.
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+pg8000", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+
 
 def normalize_url(url: str) -> str:
-    """Let ``postgresql://`` and ``postgres://`` mean pg8000, the driver we ship."""
+    """Let ``postgresql://`` / ``postgres://`` mean pg8000 and ``mysql://`` / ``mariadb://`` mean PyMySQL."""
     parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+pg8000")
+    if parsed.drivername in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
+    if parsed.get_backend_name() in ("mysql", "mariadb") and "charset" not in parsed.query:
+        # Laravel's tables are utf8mb4: anything less mangles user agents with emoji.
+        parsed = parsed.update_query_dict({"charset": "utf8mb4"})
     return parsed.render_as_string(hide_password=False)
 
 
@@ -24,12 +30,15 @@ def make_engine(url: str | None, **kwargs) -> Engine:
         parsed = make_url(url)
     except Exception as exc:  # SQLAlchemy's ArgumentError names the URL, which may hold a password
         raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from exc
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_transactions(engine)
         return engine
-    if parsed.get_backend_name() != "postgresql":
-        raise ConfigError(f"DATABASE_URL: only PostgreSQL and SQLite are supported, not {parsed.get_backend_name()}")
+    if backend not in ("postgresql", "mysql", "mariadb"):
+        raise ConfigError(f"DATABASE_URL: only PostgreSQL, MySQL/MariaDB and SQLite are supported, not {backend}")
+    if backend in ("mysql", "mariadb") and parsed.get_driver_name() != "pymysql":
+        raise ConfigError("DATABASE_URL: MySQL and MariaDB go through PyMySQL (mysql+pymysql://...)")
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -51,3 +60,9 @@ def _sqlite_transactions(engine: Engine) -> None:
 
 def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def is_mysql(engine_or_dialect_name: Engine | str) -> bool:
+    """MySQL or MariaDB (SQLAlchemy names MariaDB's dialect ``mariadb`` when the URL says so)."""
+    name = engine_or_dialect_name if isinstance(engine_or_dialect_name, str) else engine_or_dialect_name.dialect.name
+    return name in ("mysql", "mariadb")

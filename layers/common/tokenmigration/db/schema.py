@@ -18,28 +18,45 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     column,
     table,
 )
+from sqlalchemy.dialects import mysql
+
+# SQLAlchemy calls MariaDB "mariadb" when the URL says so, "mysql" otherwise: every variant names both.
+_MYSQL = ("mysql", "mariadb")
 
 laravel_metadata = MetaData()
 own_metadata = MetaData()
 
-# SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger ids become INTEGER there.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+# SQLite only auto-increments INTEGER PRIMARY KEY, so BigInteger ids become INTEGER there; Laravel's
+# id() and foreignId() are `bigint unsigned` on MySQL.
+Unsigned = BigInteger().with_variant(mysql.BIGINT(unsigned=True), *_MYSQL)
+BigId = BigInteger().with_variant(Integer(), "sqlite").with_variant(mysql.BIGINT(unsigned=True), *_MYSQL)
 Timestamp = DateTime(timezone=False)
+# Laravel's timestamp() columns: `timestamp null` on MySQL (SQLAlchemy writes the NULL that stops old servers
+# from adding DEFAULT CURRENT_TIMESTAMP ON UPDATE), `timestamp(0) without time zone` on PostgreSQL.
+LaravelTimestamp = DateTime(timezone=False).with_variant(mysql.TIMESTAMP(), *_MYSQL)
+# Laravel's longText(): the sessions payload.
+LongText = Text().with_variant(mysql.LONGTEXT(), *_MYSQL)
+# What Laravel's schema builder gives every table on MySQL (config/database.php's defaults).
+MYSQL_TABLE = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_unicode_ci",
+               "mariadb_engine": "InnoDB", "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_unicode_ci"}
 
 laravel_users = Table(
     "users",
     laravel_metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False),
-    Column("email", String(255), nullable=False, unique=True),
-    Column("email_verified_at", Timestamp, nullable=True),
+    Column("email", String(255), nullable=False),
+    Column("email_verified_at", LaravelTimestamp, nullable=True),
     Column("password", String(255), nullable=False),
     Column("remember_token", String(100), nullable=True),
-    Column("created_at", Timestamp, nullable=True),
-    Column("updated_at", Timestamp, nullable=True),
+    Column("created_at", LaravelTimestamp, nullable=True),
+    Column("updated_at", LaravelTimestamp, nullable=True),
+    UniqueConstraint("email", name="users_email_unique"),
+    **MYSQL_TABLE,
 )
 
 laravel_tokens = Table(
@@ -47,30 +64,35 @@ laravel_tokens = Table(
     laravel_metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("tokenable_type", String(255), nullable=False),
-    Column("tokenable_id", BigInteger, nullable=False),
+    Column("tokenable_id", Unsigned, nullable=False),
     Column("name", Text, nullable=False),
-    Column("token", String(64), nullable=False, unique=True),
+    Column("token", String(64), nullable=False),
     Column("abilities", Text, nullable=True),
-    Column("last_used_at", Timestamp, nullable=True),
-    Column("expires_at", Timestamp, nullable=True),  # compat.md's DDL: no index of its own
-    Column("created_at", Timestamp, nullable=True),
-    Column("updated_at", Timestamp, nullable=True),
+    Column("last_used_at", LaravelTimestamp, nullable=True),
+    Column("expires_at", LaravelTimestamp, nullable=True),  # compat.md's DDL: no index of its own
+    Column("created_at", LaravelTimestamp, nullable=True),
+    Column("updated_at", LaravelTimestamp, nullable=True),
+    UniqueConstraint("token", name="personal_access_tokens_token_unique"),
     Index("personal_access_tokens_tokenable_type_tokenable_id_index", "tokenable_type", "tokenable_id"),
+    **MYSQL_TABLE,
 )
 
 laravel_sessions = Table(
     "sessions",
     laravel_metadata,
     Column("id", String(255), primary_key=True),
-    Column("user_id", BigInteger, nullable=True, index=True),
+    Column("user_id", Unsigned, nullable=True),
     Column("ip_address", String(45), nullable=True),
     Column("user_agent", Text, nullable=True),
-    Column("payload", Text, nullable=False),
-    Column("last_activity", Integer, nullable=False, index=True),
+    Column("payload", LongText, nullable=False),
+    Column("last_activity", Integer, nullable=False),
+    Index("sessions_user_id_index", "user_id"),
+    Index("sessions_last_activity_index", "last_activity"),
+    **MYSQL_TABLE,
 )
 
 # The columns `db upgrade` adds to the app's users table (the PHP sketch's names).
-USER_COLUMNS = {"migrated_to_sanctum_at": Timestamp, "migration_token_id": BigInteger()}
+USER_COLUMNS = {"migrated_to_sanctum_at": Timestamp, "migration_token_id": Unsigned}
 USERS_MIGRATED_INDEX = "users_migrated_to_sanctum_at_index"
 
 # Lightweight handles for queries: only the columns this tool reads or writes, typed so that
@@ -114,6 +136,7 @@ ledger_tokens = Table(
     Column("token_id", BigInteger, primary_key=True, autoincrement=False),
     Column("run_id", String(64), nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    **MYSQL_TABLE,
 )
 
 # Every Laravel session row this tool created. source_hash is sha256 of the Express session id
@@ -127,6 +150,7 @@ ledger_sessions = Table(
     Column("run_id", String(64), nullable=False),
     Column("source_hash", String(64), nullable=True),
     Column("created_at", Timestamp, nullable=False),
+    **MYSQL_TABLE,
 )
 
 # What each chunk of a rollback run removed, written in the chunk's own transaction: a chunk retried
@@ -140,6 +164,7 @@ ledger_rollbacks = Table(
     Column("tokens_revoked", Integer, nullable=False),
     Column("sessions_removed", Integer, nullable=False),
     Column("created_at", Timestamp, nullable=False),
+    **MYSQL_TABLE,
 )
 
 # The latest failure of each user that is not migrated yet; the source of stats.failed_migrations.
@@ -151,4 +176,5 @@ ledger_failures = Table(
     Column("code", String(64), nullable=False),
     Column("message", Text, nullable=False),
     Column("failed_at", Timestamp, nullable=False),
+    **MYSQL_TABLE,
 )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from tokenmigration.db.connection import is_postgres
+from tokenmigration.db.connection import is_mysql, is_postgres
 from tokenmigration.db.schema import USER_COLUMNS, USERS_MIGRATED_INDEX, laravel_metadata, own_metadata
 
 
@@ -23,13 +24,17 @@ def upgrade(engine: Engine) -> list[str]:
     # Inspect before writing: on SQLite a second connection cannot read while this one writes.
     missing = [t for t in own_metadata.sorted_tables if not inspector.has_table(t.name)]
     indexed = USERS_MIGRATED_INDEX in {ix["name"] for ix in inspector.get_indexes("users")}
+    absent = {name: type_ for name, type_ in USER_COLUMNS.items() if name not in present}
+    if absent and is_mysql(engine):
+        _add_mysql_columns(engine, absent)
+        done += [f"added users.{name}" for name in absent]
+        absent = {}
     with engine.begin() as conn:
-        for name, type_ in USER_COLUMNS.items():
-            if name not in present:
-                # Nullable with no default: a catalogue-only change on PostgreSQL, no table rewrite.
-                ddl = type_.compile(dialect=engine.dialect)
-                conn.execute(text(f"ALTER TABLE users ADD COLUMN {name} {ddl} NULL"))
-                done.append(f"added users.{name}")
+        for name, type_ in absent.items():
+            # Nullable with no default: a catalogue-only change on PostgreSQL, no table rewrite.
+            ddl = type_.compile(dialect=engine.dialect)
+            conn.execute(text(f"ALTER TABLE users ADD COLUMN {name} {ddl} NULL"))
+            done.append(f"added users.{name}")
         own_metadata.create_all(conn, tables=missing)
         done += [f"created table {t.name}" for t in missing]
     if not indexed:
@@ -38,7 +43,34 @@ def upgrade(engine: Engine) -> list[str]:
     return done
 
 
+def _add_mysql_columns(engine: Engine, columns: dict) -> None:
+    """One ALTER for both columns, online: INSTANT (MySQL 8.0.12+, MariaDB 10.3+) changes only the data
+    dictionary; older servers get an in-place rebuild that keeps reads and writes going (LOCK=NONE)."""
+    added = ", ".join(f"ADD COLUMN {name} {type_.compile(dialect=engine.dialect)} NULL"
+                      for name, type_ in columns.items())
+    with engine.connect() as conn:
+        try:
+            conn.execute(text(f"ALTER TABLE users {added}, ALGORITHM=INSTANT"))
+        except DBAPIError as exc:
+            # 1845/1846: the server cannot do this ALTER with that algorithm. DDL commits itself on MySQL,
+            # so a failed INSTANT changed nothing.
+            if _mysql_errno(exc) not in (1845, 1846, 1148):
+                raise
+            conn.execute(text(f"ALTER TABLE users {added}, ALGORITHM=INPLACE, LOCK=NONE"))
+
+
+def _mysql_errno(exc: DBAPIError) -> int | None:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def _create_users_index(engine: Engine) -> None:
+    if is_mysql(engine):
+        # Online: the app keeps reading and writing users while the index builds.
+        with engine.connect() as conn:
+            conn.execute(text(f"ALTER TABLE users ADD INDEX {USERS_MIGRATED_INDEX} (migrated_to_sanctum_at), "
+                              "ALGORITHM=INPLACE, LOCK=NONE"))
+        return
     if is_postgres(engine):
         # CONCURRENTLY keeps the app writing to users while a large table is indexed; it cannot run
         # inside a transaction block, and a pooled connection may hold one open (pre-ping), so use

@@ -58,7 +58,8 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
         if expired:
             doomed = select(tokens.c.id).where(ours, or_(*expired)).scalar_subquery()
             conn.execute(update(users).where(users.c.migration_token_id.in_(doomed)).values(migration_token_id=None))
-            details["expired_tokens"] = conn.execute(delete(tokens).where(tokens.c.id.in_(doomed))).rowcount
+            # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
+            details["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*expired))).rowcount
         details["stale_sessions"] = conn.execute(delete(sessions).where(stale_sessions)).rowcount
         details["ledger_rows"] = (
             conn.execute(delete(ledger_tokens).where(orphan_tokens)).rowcount

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine, delete, func, insert, literal_column, or_, select, text, union, update
 
 from tokenmigration.config import ConfigError, Settings
+from tokenmigration.db.connection import is_mysql
 from tokenmigration.db.schema import (
     ledger_failures,
     ledger_rollbacks,
@@ -129,7 +130,9 @@ def plan_chunks(conn: Connection, chunk_size: int, source=None) -> list[Chunk]:
     # Integer division, with the size inlined (an int we validated): a bound parameter would make
     # the GROUP BY expression differ from the selected one on PostgreSQL.
     zero_based = (numbered.c.rn - literal_column("1")).self_group()
-    bucket = zero_based.op("/")(literal_column(str(int(chunk_size)))).label("bucket")
+    # MySQL's "/" is decimal division; DIV is its integer one.
+    divide = "DIV" if is_mysql(conn.dialect.name) else "/"
+    bucket = zero_based.op(divide)(literal_column(str(int(chunk_size)))).label("bucket")
     query = (
         select(bucket, func.min(numbered.c.id), func.max(numbered.c.id), func.count())
         .group_by(bucket)
@@ -146,6 +149,7 @@ class Migrator:
         self._sql = chunk_sql_for(engine.dialect.name)
         self._payloads = PayloadFactory(settings.laravel_session_serialization)
         self._is_pg = engine.dialect.name == "postgresql"
+        self._is_mysql = is_mysql(engine)
         self._has_expires_at: bool | None = None
 
     # --- setup ------------------------------------------------------------------------------
@@ -302,9 +306,17 @@ class Migrator:
             with self.engine.begin() as conn:
                 if self._is_pg:
                     conn.execute(text(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}"))
-                locked = self._sql.lock_users(conn, UserScope(ids=tuple(busy)),
-                                              self.settings.sanctum_tokenable_type, lock=True, skip_locked=False)
-                self._migrate_locked(conn, outcome, locked, by_user, run_id, False, keep_plaintext)
+                elif self._is_mysql:
+                    # InnoDB waits in whole seconds; the setting lasts for the session, so it is reset below.
+                    seconds = max(1, -(-int(self.settings.lock_timeout_ms) // 1000))
+                    conn.execute(text(f"SET SESSION innodb_lock_wait_timeout = {seconds}"))
+                try:
+                    locked = self._sql.lock_users(conn, UserScope(ids=tuple(busy)),
+                                                  self.settings.sanctum_tokenable_type, lock=True, skip_locked=False)
+                    self._migrate_locked(conn, outcome, locked, by_user, run_id, False, keep_plaintext)
+                finally:
+                    if self._is_mysql:
+                        conn.execute(text("SET SESSION innodb_lock_wait_timeout = DEFAULT"))
         except Exception as exc:  # lock timeout: the transaction is gone, nothing was written
             if not _is_lock_timeout(exc):
                 raise
@@ -418,9 +430,15 @@ class Migrator:
             conditions.append(tokens.c.created_at > now - timedelta(minutes=s.sanctum_expiration))
         returning = [tokens.c.id, tokens.c.created_at] + ([tokens.c.expires_at] if has_expires_at else [])
         with self.engine.begin() as conn:
-            row = conn.execute(
-                update(tokens).where(*conditions).values(token=minted.hash, updated_at=now).returning(*returning)
-            ).first()
+            if self.engine.dialect.update_returning:
+                row = conn.execute(
+                    update(tokens).where(*conditions).values(token=minted.hash, updated_at=now).returning(*returning)
+                ).first()
+            else:  # MySQL / MariaDB: no UPDATE ... RETURNING; lock the row, then change it by its id
+                row = conn.execute(select(*returning).where(*conditions).with_for_update()).first()
+                if row is not None:
+                    conn.execute(update(tokens).where(tokens.c.id == row[0]).values(token=minted.hash,
+                                                                                     updated_at=now))
         if row is None:
             raise errors.NoMigrationToken(f"user {user_id} holds no live migration token")
         return IssuedToken(int(row[0]), minted, row[1], row[2] if has_expires_at else None)
@@ -536,4 +554,6 @@ class Migrator:
 
 def _is_lock_timeout(exc: Exception) -> bool:
     text_ = str(exc)
-    return "55P03" in text_ or "lock timeout" in text_ or "database is locked" in text_
+    # PostgreSQL's lock_not_available, MySQL's ER_LOCK_WAIT_TIMEOUT (1205), SQLite's busy timeout.
+    return ("55P03" in text_ or "lock timeout" in text_ or "(1205," in text_ or "Lock wait timeout" in text_
+            or "database is locked" in text_)

@@ -6,7 +6,8 @@ CTEs for all writes. Each chunk's columns travel as comma-joined strings split b
 only for the free-text IP address and user agent, and session payloads are
 assembled in the database from the serializer's own frame: pg8000's row and
 array handling, and JSON of every row, cost more than the database work.
-Other databases take SQLAlchemy Core queries and executemany.
+MySQL and MariaDB get a few multi-row statements per chunk (``MysqlChunkSql``). SQLite takes
+SQLAlchemy Core queries and executemany.
 """
 
 from __future__ import annotations
@@ -274,5 +275,175 @@ class GenericChunkSql:
         return new_ids
 
 
+# A multi-row statement stays well under MySQL's max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8;
+# 4 MiB on old servers): rows are sent in statements of at most this many bytes.
+MYSQL_STATEMENT_BYTES = 1 << 20
+
+
+class MysqlChunkSql:
+    """MySQL 8.0+ and MariaDB 10.6+: no data-modifying CTEs, so a few multi-row statements per chunk.
+
+    Per chunk, in its one transaction: a locking read of the users (``SKIP LOCKED``), a count that finds
+    the rows another transaction holds, one range read of the token holders; then one multi-row INSERT
+    of the tokens, INSERT ... SELECT of their ledger rows and one joined UPDATE of the users, both keyed
+    by the unique token hashes, one DELETE of forgiven failures, and multi-row INSERTs of the sessions
+    and their ledger rows. The statements are written here with every value a literal: ids, digits, hex
+    and alphanumeric tokens, base64 payloads and fixed timestamps need no escaping, and the free text (IP
+    address, user agent, names) goes through the driver's own ``escape``, which honours the server's
+    NO_BACKSLASH_ESCAPES. Binding thousands of rows through SQLAlchemy and PyMySQL's executemany costs
+    more time in Python than the server spends on the writes.
+    """
+
+    def lock_users(self, conn, scope, tokenable_type, lock, skip_locked):
+        cur = _cursor(conn)
+        where = _mysql_scope("id", scope)
+        locking = ("FOR UPDATE SKIP LOCKED" if skip_locked else "FOR UPDATE") if lock else ""
+        cur.execute(f"SELECT id, migrated_to_sanctum_at IS NOT NULL FROM users WHERE {where} ORDER BY id {locking}")
+        held = cur.fetchall()
+        busy: list[int] = []
+        if lock and skip_locked:
+            # SKIP LOCKED hides rows another transaction holds; a plain read still sees them.
+            cur.execute(f"SELECT count(*) FROM users WHERE {where}")
+            if cur.fetchone()[0] > len(held):
+                mine = {int(uid) for uid, _ in held}
+                cur.execute(f"SELECT id FROM users WHERE {where} ORDER BY id")
+                busy = [int(uid) for (uid,) in cur.fetchall() if int(uid) not in mine]
+        fresh = [int(uid) for uid, migrated in held if not migrated]
+        holders: set[int] = set()
+        if fresh:
+            # One range read of the (tokenable_type, tokenable_id) index, as on PostgreSQL.
+            cur.execute(f"SELECT DISTINCT tokenable_id FROM personal_access_tokens WHERE tokenable_type = "
+                        f"{_literal(conn, tokenable_type)} AND {_mysql_scope('tokenable_id', scope)}")
+            holders = {int(uid) for (uid,) in cur.fetchall()}
+            holders.intersection_update(fresh)
+        cur.close()
+        return LockedUsers([uid for uid in fresh if uid not in holders], len(held) - len(fresh), len(holders),
+                           busy)
+
+    def write(self, conn, ctx, tokens_, sessions_):
+        if not tokens_.user_ids:
+            return {}
+        cur = _cursor(conn)
+        now = _literal(conn, ctx.now.strftime("%Y-%m-%d %H:%M:%S"))
+        run_id = _literal(conn, ctx.run_id)
+        tokenable_type = _literal(conn, ctx.tokenable_type)
+        hashes = ",".join(f"'{_hex(h)}'" for h in tokens_.hashes)
+        user_ids = ",".join(str(int(uid)) for uid in tokens_.user_ids)
+
+        columns = "tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at"
+        fixed_tail = f"{_literal(conn, ctx.token_name)}, "
+        row_tail = f", {_literal(conn, ctx.abilities)}, {now}, {now}"
+        if ctx.has_expires_at:
+            columns += ", expires_at"
+            expires = "NULL" if ctx.expires_at is None else _literal(conn, ctx.expires_at.strftime("%Y-%m-%d %H:%M:%S"))
+            row_tail += f", {expires}"
+        _insert_rows(cur, f"INSERT INTO personal_access_tokens ({columns}) VALUES ", (
+            f"({tokenable_type},{int(uid)},{fixed_tail}'{_hex(h)}'{row_tail})"
+            for uid, h in zip(tokens_.user_ids, tokens_.hashes, strict=True)
+        ))
+        # The hashes are unique: they name exactly the rows just inserted, whatever ids the server gave them.
+        cur.execute("INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at) "
+                    f"SELECT tokenable_id, id, {run_id}, {now} FROM personal_access_tokens WHERE token IN ({hashes})")
+        cur.execute("UPDATE users u JOIN personal_access_tokens t ON t.tokenable_id = u.id "
+                    f"SET u.migrated_to_sanctum_at = {now}, u.migration_token_id = t.id "
+                    f"WHERE t.token IN ({hashes}) AND u.id BETWEEN {min(tokens_.user_ids)} AND {max(tokens_.user_ids)}")
+        cur.execute(f"DELETE FROM token_migration_failures WHERE user_id IN ({user_ids})")
+        if sessions_.ids:
+            payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
+            escape = _escaper(conn)
+            last_activity = int(ctx.last_activity)
+            _insert_rows(cur, "INSERT INTO sessions (id, user_id, ip_address, user_agent, payload, last_activity) "
+                              "VALUES ", (
+                f"('{_alnum(sid)}',{int(uid)},{escape(ip)},{escape(ua)},'{payload}',{last_activity})"
+                for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
+                                                     sessions_.user_agents, payloads, strict=True)
+            ))
+            _insert_rows(cur, "INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, "
+                              "created_at) VALUES ", (
+                f"({int(uid)},'{_alnum(sid)}',{run_id},'{_hex(sh)}',{now})"
+                for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
+            ))
+        new_ids: dict[int, int] = {}
+        if ctx.want_token_ids:
+            cur.execute(f"SELECT tokenable_id, id FROM personal_access_tokens WHERE token IN ({hashes})")
+            new_ids = {int(uid): int(tid) for uid, tid in cur.fetchall()}
+        cur.close()
+        return new_ids
+
+
+class _Statements:
+    """Runs literal SQL through SQLAlchemy (its error wrapping, its transaction). PyMySQL %-formats every
+    statement, even one without parameters, so a literal "%" (a user agent may hold one) is doubled."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._result = None
+
+    def execute(self, sql: str) -> None:
+        self._result = self.conn.exec_driver_sql(sql.replace("%", "%%"))
+
+    def fetchall(self) -> list:
+        return self._result.all()
+
+    def fetchone(self):
+        return self._result.one()
+
+    def close(self) -> None:
+        self._result = None
+
+
+def _cursor(conn: Connection) -> _Statements:
+    return _Statements(conn)
+
+
+def _escaper(conn: Connection):
+    """PyMySQL's ``Connection.escape``: a quoted literal, NULL for None, NO_BACKSLASH_ESCAPES-aware."""
+    return conn.connection.dbapi_connection.escape
+
+
+def _literal(conn: Connection, value: str | None) -> str:
+    return _escaper(conn)(value)
+
+
+def _mysql_scope(column: str, scope: UserScope) -> str:
+    if scope.ids is not None:
+        return f"{column} IN ({','.join(str(int(i)) for i in scope.ids)})"
+    return f"{column} BETWEEN {int(scope.lo)} AND {int(scope.hi)}"
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex(value: str) -> str:
+    # Inlined unquoted-safe: a hash is lowercase hex or it is a bug upstream.
+    if not _HEX.issuperset(value):
+        raise ValueError("expected lowercase hex")
+    return value
+
+
+def _alnum(value: str) -> str:
+    if not (value.isascii() and value.isalnum()):
+        raise ValueError("expected an alphanumeric id")
+    return value
+
+
+def _insert_rows(cur, head: str, rows) -> None:
+    """``head`` followed by the rows, in as few statements as MYSQL_STATEMENT_BYTES allows."""
+    batch: list[str] = []
+    size = len(head)
+    for row in rows:
+        if batch and size + len(row) + 1 > MYSQL_STATEMENT_BYTES:
+            cur.execute(head + ",".join(batch))
+            batch, size = [], len(head)
+        batch.append(row)
+        size += len(row) + 1
+    if batch:
+        cur.execute(head + ",".join(batch))
+
+
 def chunk_sql_for(dialect_name: str) -> ChunkSql:
-    return PostgresChunkSql() if dialect_name == "postgresql" else GenericChunkSql()
+    if dialect_name == "postgresql":
+        return PostgresChunkSql()
+    if dialect_name in ("mysql", "mariadb"):
+        return MysqlChunkSql()
+    return GenericChunkSql()
