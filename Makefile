@@ -30,7 +30,7 @@ bench: install
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
 # The browser test's Express app: the npm packages pinned by its package-lock.json.
-EXPRESS_APP := tests/browser/express_app
+EXPRESS_APP := tests/bridge/express_app
 .PHONY: browser-deps
 browser-deps: $(EXPRESS_APP)/node_modules/.package-lock.json
 

@@ -66,16 +66,10 @@ class BridgeClient
         }
 
         try {
-            $credentials = $this->credentials->getCredentials(Configuration::create(['region' => $this->region]));
-            if ($credentials === null) {
+            $request = $this->signedRequest(json_encode($body, JSON_UNESCAPED_SLASHES | JSON_THROW_ON_ERROR));
+            if ($request === null) {
                 return BridgeResult::unavailable('no AWS credentials found to sign the bridge call');
             }
-            $request = new Request('POST', '', [], [
-                'content-type' => 'application/json',
-                'accept' => 'application/json',
-            ], StringStream::create(json_encode($body, JSON_UNESCAPED_SLASHES | JSON_THROW_ON_ERROR)));
-            $request->setEndpoint(rtrim($this->endpoint, '/') . self::ROUTE);
-            (new SignerV4('execute-api', $this->region))->sign($request, $credentials, new RequestContext());
 
             $response = $this->http->request('POST', $request->getEndpoint(), [
                 'headers' => $request->getHeaders(),
@@ -92,6 +86,28 @@ class BridgeClient
         }
 
         return self::interpret($status, is_array($document) ? $document : null, $headers);
+    }
+
+    /**
+     * The bridge call for this JSON body, signed (null without credentials). Separate from sending so the
+     * signature can be checked against a verifier on its own.
+     */
+    public function signedRequest(string $json, ?\DateTimeImmutable $now = null): ?Request
+    {
+        $credentials = $this->credentials->getCredentials(Configuration::create(['region' => $this->region]));
+        if ($credentials === null) {
+            return null;
+        }
+        $request = new Request('POST', '', [], [
+            'content-type' => 'application/json',
+            'accept' => 'application/json',
+        ], StringStream::create($json));
+        $request->setEndpoint(rtrim($this->endpoint, '/') . self::ROUTE);
+        (new SignerV4('execute-api', $this->region))->sign($request, $credentials, new RequestContext(
+            $now ? ['currentDate' => $now] : []
+        ));
+
+        return $request;
     }
 
     /** @param array<string, list<string>> $headers */
