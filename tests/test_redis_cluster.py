@@ -303,3 +303,41 @@ def test_read_values_reads_across_slots_in_order_where_mget_fails(redis_cluster,
             node.mget([first, second])
     finally:
         node.close()
+
+
+def test_tiny_resumable_slices_per_primary_index_exactly_what_one_pass_does(cluster_client, cluster_settings,
+                                                                            pg_engine):
+    """The state machine's plan on a cluster: one cursor per primary, each resumed slice by slice."""
+    from tokenmigration.engine.session_index import build_index, index_slice
+
+    seed(cluster_client, pg_engine)
+    migrator = Migrator(cluster_settings, pg_engine, cluster_client)
+    chunks = migrator.plan_chunks(CHUNK_SIZE)
+
+    def index_of(run_id: str) -> dict[int, list]:
+        store = migrator.index_store(run_id)
+        return {c.number: sorted((s.session_id, s.user_id, s.ip_address, s.user_agent) for s in store.read(c.number))
+                for c in chunks}
+
+    whole = build_index(migrator.indexer("one-pass", chunks))
+
+    nodes = migrator.start_index("sliced", chunks)
+    assert len(nodes) == 3  # every primary, each with its own cursor
+    indexer, keys_seen, kinds, problems, slices = migrator.indexer("sliced", chunks), 0, Counter(), Counter(), 0
+    for node in nodes:
+        cursor = 0
+        while True:
+            part = index_slice(indexer, node, cursor, deadline=0.0, scan_count=4)  # deadline passed: one SCAN
+            slices += 1
+            keys_seen += part.report.keys_seen
+            kinds.update(part.report.kinds)
+            problems.update(p.code for p in part.report.problems)
+            if part.done:
+                break
+            cursor = part.cursor
+    migrator.finish_index("sliced", keys_seen)
+
+    assert slices > 3 * 5
+    assert keys_seen == whole.keys_seen == 298
+    assert kinds == whole.kinds and problems == Counter(p.code for p in whole.problems)
+    assert index_of("sliced") == index_of("one-pass")

@@ -17,7 +17,9 @@ def definition(machine: str) -> dict:
 
 
 def the_map(states: dict) -> tuple[str, dict]:
-    (found,) = ((name, s) for name, s in states.items() if s["Type"] == "Map")
+    """The Distributed Map over the chunks (the migration also has an inline map over Redis nodes)."""
+    (found,) = ((name, s) for name, s in states.items()
+                if s["Type"] == "Map" and s["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED")
     return found
 
 
@@ -39,18 +41,39 @@ def test_the_map_is_distributed_over_the_plans_chunk_list(machine):
     assert state["ItemSelector"]["run_id.$"] == "$.run_id"
     # Results go to S3, so the state's output stays small at 50,000 chunks.
     assert state["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
-    # The plan's result feeds the map: Plan -> Map -> Finish.
-    plan = states[definition(machine)["StartAt"]]
-    assert plan["Next"] == name and plan["ResultPath"] == "$.plan"
+    # The plan's result feeds the map: Plan (-> index slices -> finish the plan) -> Map -> Finish.
+    (plan,) = (s for s in states.values() if s.get("Next") == name)
+    assert plan["ResultPath"] == "$.plan"
     assert states[state["Next"]]["End"] is True
+
+
+def test_the_migration_plan_loops_bounded_slices_per_redis_node():
+    states = definition("migration")["States"]
+    start = states[definition("migration")["StartAt"]]
+    assert start["Parameters"]["Payload"]["phase"] == "chunks"
+    nodes = states[start["Next"]]
+    # Inline: every node's loop runs at once, and its few states stay in this execution's history.
+    assert nodes["Type"] == "Map" and nodes["ItemProcessor"]["ProcessorConfig"]["Mode"] == "INLINE"
+    assert nodes["ItemsPath"] == "$.plan.nodes"
+    assert nodes["ItemSelector"]["cursor"] == "0" and nodes["ItemSelector"]["slice"] == 0
+    inner = nodes["ItemProcessor"]["States"]
+    scan = inner[nodes["ItemProcessor"]["StartAt"]]
+    assert scan["Parameters"]["Payload"]["phase"] == "slice"
+    choice = inner[scan["Next"]]
+    # Back to the same slice state until the node's cursor is done: the loop.
+    assert choice["Type"] == "Choice" and choice["Choices"][0]["Next"] == nodes["ItemProcessor"]["StartAt"]
+    finish = states[nodes["Next"]]
+    assert finish["Parameters"]["Payload"] == {"phase": "finish", "run_id.$": "$.run_id", "reports.$": "$.index"}
+    assert finish["ResultPath"] == "$.plan" and finish["Next"] == the_map(states)[0]
 
 
 @pytest.mark.parametrize("machine", ["migration", "rollback"])
 def test_every_lambda_task_retries_service_errors_and_transient_ones_with_full_jitter(machine):
     states = definition(machine)["States"]
-    _, mapped = the_map(states)
-    tasks = {**{n: s for n, s in states.items() if s["Type"] == "Task"}, **mapped["ItemProcessor"]["States"]}
-    assert len(tasks) == 3  # plan, the chunk, finish: failures are recorded by the status rule
+    the_map(states)  # exactly one Distributed Map
+    tasks = {name: s for name, s in _all_states(states) if s["Type"] == "Task"}
+    # plan (chunks, slice, finish for a migration), the chunk, finish: failures go to the status rule
+    assert len(tasks) == (5 if machine == "migration" else 3)
     for name, task in tasks.items():
         assert task["Resource"] == "arn:aws:states:::lambda:invoke", name
         assert task["Parameters"]["FunctionName"].startswith("${"), name  # DefinitionSubstitutions
@@ -96,8 +119,7 @@ def test_the_status_rule_records_every_unsuccessful_ending_of_both_machines():
 @pytest.mark.parametrize("machine", ["migration", "rollback"])
 def test_state_names_read_well_in_the_console(machine):
     doc = definition(machine)
-    _, mapped = the_map(doc["States"])
-    names = [*doc["States"], *mapped["ItemProcessor"]["States"]]
+    names = [name for name, _ in _all_states(doc["States"])]
     for name in names:
         assert name[0].isupper() and " " in name and len(name) <= 80, name
     assert doc["Comment"]

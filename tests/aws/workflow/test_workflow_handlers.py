@@ -41,11 +41,28 @@ def test_plan_on_its_sample_event(aws_stack, pg_engine, redis_client):
     result = aws_stack.invoke("wf_plan", event)
 
     assert result == {"chunks": {"Bucket": aws_stack.bucket, "Key": f"runs/{run_id}/chunks.json"},
-                      "total_users": 3, "total_batches": 1}
+                      "total_users": 3, "total_batches": 1, "nodes": ["single"]}
     listed = json.loads(aws_stack.s3.get_object(**result["chunks"])["Body"].read())
     assert listed == [{"number": 0, "lo": 1, "hi": 3, "users": 3}]
     run = aws_stack.ledger.get_run(run_id)
     assert (run["total_users"], run["total_batches"]) == (3, 1)
+
+
+def test_plan_slice_and_finish_on_their_sample_events(aws_stack, pg_engine, redis_client):
+    run_id = start_run(aws_stack, load_event("wf_plan"))
+    add_users(pg_engine, [1, 2, 3])
+    aws_stack.invoke("wf_plan", load_event("wf_plan"))
+    store = services().migrator.index_store(run_id)
+    assert not store.is_complete()
+
+    sliced = aws_stack.invoke("wf_plan", load_event("wf_plan_slice"))
+    # An empty store: one SCAN call returns cursor 0, so the node is done in its first slice.
+    assert sliced == {"run_id": run_id, "node": "single", "node_index": 0, "cursor": "0", "slice": 1,
+                      "report": {"keys_seen": 0, "kinds": {}, "problems": 0}, "done": True}
+    finished = aws_stack.invoke("wf_plan", load_event("wf_plan_finish"))
+    assert finished == {"chunks": {"Bucket": aws_stack.bucket, "Key": f"runs/{run_id}/chunks.json"},
+                        "total_users": 3, "total_batches": 1}
+    assert store.is_complete()
 
 
 def test_plan_of_a_run_nobody_created_fails_before_scanning(aws_stack, pg_engine):
@@ -195,6 +212,11 @@ def test_scheduled_cleanup_on_its_sample_event(aws_stack, pg_engine, redis_clien
     ("wf_plan", {"chunk_size": 0}),
     ("wf_plan", {"chunk_size": True}),
     ("wf_plan", {"run_id": ""}),
+    ("wf_plan", {"phase": "everything"}),
+    ("wf_plan_slice", {"cursor": "-1"}),
+    ("wf_plan_slice", {"cursor": 5}),
+    ("wf_plan_slice", {"report": {"kinds": {"logged_in": "many"}}}),
+    ("wf_plan_finish", {"reports": []}),
     ("wf_migrate_chunk", {"chunk": {"number": 0}}),
     ("wf_migrate_chunk", {"dry_run": "false"}),
     ("wf_finalize", {"kind": "upgrade"}),
@@ -202,7 +224,7 @@ def test_scheduled_cleanup_on_its_sample_event(aws_stack, pg_engine, redis_clien
 ])
 def test_a_malformed_step_input_is_a_named_error(aws_stack, function, change):
     with pytest.raises(InvalidStepInput):
-        aws_stack.invoke(function, {**load_event(function), **change})
+        aws_stack.invoke(function.removesuffix("_slice").removesuffix("_finish"), {**load_event(function), **change})
 
 
 # --- the sample events are the shapes the state machines send -------------------------------------------------
@@ -233,18 +255,24 @@ def test_each_task_sends_what_its_sample_event_holds(aws_stack, machine):
     execution_input = {"run_id", "kind", "dry_run", "chunk_size", "max_concurrency"}
     for name, state in _tasks(definition["States"]).items():
         if state["Type"] == "Map":
-            sample = load_event(folder_of[state["ItemProcessor"]["States"][next(iter(
-                state["ItemProcessor"]["States"]))]["Parameters"]["FunctionName"]])
-            assert _keys(state["ItemSelector"]) == set(sample), name
+            first = state["ItemProcessor"]["States"][state["ItemProcessor"]["StartAt"]]
+            sample = _sample(folder_of[first["Parameters"]["FunctionName"]], first["Parameters"].get("Payload"))
+            assert _keys(state["ItemSelector"]) == set(sample) - {"phase"}, name
             continue
         folder = folder_of[state["Parameters"]["FunctionName"]]
         payload = state["Parameters"].get("Payload")
         if payload is None:  # "Payload.$": "$" - the map's item, checked above
             continue
-        sample = load_event(folder)
+        sample = _sample(folder, payload)
         assert _keys(payload) <= set(sample), (name, folder)
-        if folder in ("wf_plan", "wf_rollback_plan"):
-            assert set(sample) == execution_input
+        if folder in ("wf_plan", "wf_rollback_plan") and payload.get("phase", "chunks") == "chunks":
+            assert set(sample) - {"phase"} == execution_input
+
+
+def _sample(folder: str, payload: dict | None) -> dict:
+    """The sample event of a task: the plan's later phases have their own (events/wf_plan_<phase>.json)."""
+    phase = (payload or {}).get("phase", "chunks")
+    return load_event(folder if phase == "chunks" else f"{folder}_{phase}")
 
 
 def test_the_sample_chunk_matches_the_chunk_list_format():

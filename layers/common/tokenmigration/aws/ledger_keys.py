@@ -33,3 +33,10 @@ def _chunk_digits(chunk_number: int) -> str:
     if not isinstance(chunk_number, int) or isinstance(chunk_number, bool) or not 0 <= chunk_number < 10**9:
         raise ValueError(f"chunk number must be an integer in 0..999999999, got {chunk_number!r}")
     return f"{chunk_number:09d}"
+
+
+def plan_slice_error_prefix(node_index: int, slice_number: int) -> str:
+    """One slice of a plan's scan: a retried slice overwrites its own problems and no other slice's."""
+    if not 0 <= node_index < 10**4 or not 0 <= slice_number < 10**9:
+        raise ValueError("node index must be in 0..9999 and slice number in 0..999999999")
+    return f"{PLAN_ERROR_PREFIX}{node_index:04d}#{slice_number:09d}#"

@@ -32,6 +32,7 @@ from tokenmigration.aws.ledger_keys import (
     chunk_error_prefix,
     chunk_sk,
     key,
+    plan_slice_error_prefix,
     run_pk,
 )
 from tokenmigration.aws.progress import progress_from_run
@@ -369,6 +370,12 @@ class RunLedger:
         if self.get_run(run_id) is None:
             raise UnknownRun(run_id)
         self._errors.replace(run_pk(run_id), PLAN_ERROR_PREFIX, list(problems), self._expires_at())
+
+    def record_slice_problems(self, run_id: str, node_index: int, slice_number: int,
+                              problems: Iterable[Problem]) -> None:
+        """Problems one slice of the plan's scan found; ``record_plan_problems(run_id, [])`` clears them all."""
+        self._errors.replace(run_pk(run_id), plan_slice_error_prefix(node_index, slice_number), list(problems),
+                             self._expires_at())
 
     def errors(
         self, run_id: str, limit: int = 50, cursor: str | None = None

@@ -25,6 +25,8 @@ ENV_NAMES = {
     "app_key_secret_arn": "APP_KEY_SECRET_ARN",
     "flags_max_age_seconds": "FLAGS_MAX_AGE_SECONDS",
     "run_retention_days": "RUN_RETENTION_DAYS",
+    "plan_slice_seconds": "PLAN_SLICE_SECONDS",
+    "plan_scan_count": "PLAN_SCAN_COUNT",
 }
 
 
@@ -63,6 +65,11 @@ class AwsSettings:
     flags_max_age_seconds: int = 5
     # Run items expire (DynamoDB TTL) this many days after they were written.
     run_retention_days: int = 90
+    # One invocation of the plan's scan stops starting SCAN calls after this long and hands back its cursor
+    # (Lambda stops a function at 900 s; 0 = one SCAN call per slice, which tests use to force tiny slices).
+    plan_slice_seconds: int = 600
+    # SCAN's COUNT hint: keys per SCAN call, about.
+    plan_scan_count: int = 5000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AwsSettings:
@@ -78,6 +85,8 @@ class AwsSettings:
             app_key_secret_arn=_text(env, "APP_KEY_SECRET_ARN"),
             flags_max_age_seconds=env_int(env, "FLAGS_MAX_AGE_SECONDS", 5, minimum=0),
             run_retention_days=env_int(env, "RUN_RETENTION_DAYS", 90, minimum=1),
+            plan_slice_seconds=env_int(env, "PLAN_SLICE_SECONDS", 600, minimum=0),
+            plan_scan_count=env_int(env, "PLAN_SCAN_COUNT", 5000, minimum=1),
         )
 
     def require(self, *names: str) -> None:

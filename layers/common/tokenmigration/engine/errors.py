@@ -35,3 +35,9 @@ class SessionIndexMissing(MigrationError):
     """A chunk ran without its run's complete session index; migrating it would drop sessions."""
 
     code = "session_index_missing"
+
+
+class SessionStoreChanged(MigrationError):
+    """The session store's nodes changed while a plan scanned it slice by slice (failover, resharding)."""
+
+    code = "session_store_changed"

@@ -37,11 +37,15 @@ from tokenmigration.engine.results import (
     session_fingerprint,
 )
 from tokenmigration.engine.session_index import (
+    SCAN_COUNT,
     IndexedSession,
     RedisIndexStore,
     ScanReport,
+    ScanSlice,
     SessionIndexer,
     build_index,
+    index_slice,
+    scan_nodes,
 )
 from tokenmigration.engine.writers import SessionBatch, TokenBatch, UserScope, WriteContext, chunk_sql_for
 from tokenmigration.formats import sanctum
@@ -191,6 +195,22 @@ class Migrator:
         """For drivers that spread the SCAN's key batches over workers."""
         return SessionIndexer(self.redis, self.index_store(run_id), chunks, self.settings.express_session_prefix,
                               self.settings.express_user_id_path)
+
+    # --- the plan in slices (the state machine loops these; see engine.session_index.index_slice) --
+
+    def start_index(self, run_id: str, chunks: list[Chunk]) -> list[str]:
+        """Drop what an earlier attempt indexed for this run; the nodes to scan, one cursor each."""
+        store = self.index_store(run_id)
+        store.drop(c.number for c in chunks)
+        return scan_nodes(self.redis)
+
+    def index_slice(self, run_id: str, chunks: list[Chunk], node: str, cursor: int, deadline: float,
+                    scan_count: int = SCAN_COUNT) -> ScanSlice:
+        return index_slice(self.indexer(run_id, chunks), node, cursor, deadline, scan_count=scan_count)
+
+    def finish_index(self, run_id: str, keys_seen: int) -> None:
+        """Every node is scanned: from now on a chunk without a slice has no sessions."""
+        self.index_store(run_id).mark_complete(keys_seen)
 
     def plan_rollback(self, chunk_size: int) -> list[Chunk]:
         """Chunks over every user this tool migrated, by any path, read from the ledger."""

@@ -18,14 +18,15 @@ from __future__ import annotations
 import bisect
 import json
 import re
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from tokenmigration.engine.errors import SessionIndexMissing
+from tokenmigration.engine.errors import SessionIndexMissing, SessionStoreChanged
 from tokenmigration.engine.results import Chunk, Problem, redact_session_id
 from tokenmigration.formats.express import KIND_MESSAGES, PROBLEM_KINDS, SessionDecoder, SessionKind
-from tokenmigration.redis_client import RedisLike, glob_escape, read_values
+from tokenmigration.redis_client import RedisLike, glob_escape, is_cluster, read_values
 
 # Step Functions can redrive a failed execution for 14 days; its chunks still need the index then.
 INDEX_TTL_SECONDS = 15 * 24 * 3600
@@ -65,6 +66,51 @@ class ScanReport:
             "kinds": {str(k): v for k, v in self.kinds.items()},
             "problems": [p.to_dict() for p in self.problems],
         }
+
+
+@dataclass(slots=True)
+class SliceCounts:
+    """What a resumable scan carries from one slice to the next: counts only, never the problems
+    themselves (a state machine's payload is capped at 256 KiB; the problems go to the run ledger)."""
+
+    keys_seen: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)
+    problems: int = 0
+
+    def add(self, report: ScanReport) -> None:
+        self.keys_seen += report.keys_seen
+        self.kinds.update({str(k): v for k, v in report.kinds.items()})
+        self.problems += len(report.problems)
+
+    def merge(self, other: SliceCounts) -> None:
+        self.keys_seen += other.keys_seen
+        self.kinds.update(other.kinds)
+        self.problems += other.problems
+
+    def to_dict(self) -> dict:
+        return {"keys_seen": self.keys_seen, "kinds": dict(sorted(self.kinds.items())), "problems": self.problems}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> SliceCounts:
+        data = data or {}
+        kinds = data.get("kinds") or {}
+        if not isinstance(kinds, dict) or not all(isinstance(v, int) for v in kinds.values()):
+            raise ValueError("kinds must map session kinds to counts")
+        return cls(int(data.get("keys_seen") or 0), Counter({str(k): int(v) for k, v in kinds.items()}),
+                   int(data.get("problems") or 0))
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSlice:
+    """One bounded part of a node's SCAN: where the next slice starts (0 = the node is done)."""
+
+    cursor: int
+    report: ScanReport
+    scan_calls: int
+
+    @property
+    def done(self) -> bool:
+        return self.cursor == 0
 
 
 def _json_text(value: str | None) -> str | None:
@@ -189,6 +235,52 @@ class SessionIndexer:
         if pending:
             self.store.append(pending)
         return report
+
+
+SINGLE_NODE = "single"
+
+
+def scan_nodes(client: RedisLike) -> list[str]:
+    """The nodes a resumable scan walks, one cursor each: every cluster primary, or the one server."""
+    if is_cluster(client):
+        return sorted(node.name for node in client.get_primaries())
+    return [SINGLE_NODE]
+
+
+def node_client(client: RedisLike, node: str):
+    """A plain client for one node: a SCAN cursor is only meaningful on the node that handed it out."""
+    if not is_cluster(client):
+        if node != SINGLE_NODE:
+            raise SessionStoreChanged(f"the plan scanned cluster node {node!r} but REDIS_URL is a single server")
+        return client
+    found = client.get_node(node_name=node)
+    if found is None or found not in client.get_primaries():
+        raise SessionStoreChanged(
+            f"Redis Cluster node {node} is no longer a primary (failover or resharding during the plan): "
+            "start a new run"
+        )
+    return client.get_redis_connection(found)
+
+
+def index_slice(indexer: SessionIndexer, node: str, cursor: int, deadline: float, *,
+                scan_count: int = SCAN_COUNT, clock=time.monotonic) -> ScanSlice:
+    """SCAN one node from ``cursor`` until the node is done or ``deadline`` (``clock``) has passed.
+
+    At least one SCAN call is made, so a slice always moves on. Running a slice again from the same cursor
+    is harmless: it files the same sessions again and a slice's reader keeps the last entry per session id.
+    """
+    if cursor < 0:
+        raise ValueError("cursor must not be negative")
+    target = node_client(indexer.client, node)
+    match = glob_escape(indexer.prefix) + "*"
+    report, calls = ScanReport(), 0
+    while True:
+        cursor, keys = target.scan(cursor=cursor, match=match, count=scan_count)
+        calls += 1
+        for start in range(0, len(keys), READ_BATCH):
+            report.merge(indexer.index(keys[start:start + READ_BATCH]))
+        if cursor == 0 or clock() >= deadline:
+            return ScanSlice(int(cursor), report, calls)
 
 
 def build_index(indexer: SessionIndexer) -> ScanReport:

@@ -1,24 +1,27 @@
 """One function per step of the migration and rollback state machines (and the scheduled cleanup).
 
 Every step is safe to run again with the same input, because Step Functions retries and redrives them:
-the plan rebuilds the run's index from scratch, a chunk counts once (the run ledger's per-chunk marker),
+the plan's first phase clears the run's index, each slice of its scan files sessions again harmlessly,
+a chunk counts once (the run ledger's per-chunk marker),
 finalize and mark_failed act on a run only while it is RUNNING and release only the lock this run holds.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tokenmigration.aws.chunk_list import read_chunks, write_chunks
+from tokenmigration.aws.chunk_list import chunks_key, read_chunks, write_chunks
 from tokenmigration.aws.context import Services
 from tokenmigration.aws.errors import UnknownRun
 from tokenmigration.aws.runs import KINDS, RUNNING, RunKind
 from tokenmigration.engine.cleanup import cleanup
 from tokenmigration.engine.results import Chunk, ChunkResult, RollbackResult
+from tokenmigration.engine.session_index import SliceCounts
 from tokenmigration.workflow.errors import short_error, transient_errors
 
 logger = logging.getLogger(__name__)
@@ -37,6 +40,31 @@ class PlanOutcome:
     total_users: int
     total_batches: int
     plan_problems: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStart:
+    chunks: dict[str, str]
+    total_users: int
+    total_batches: int
+    nodes: list[str] = field(default_factory=list)  # one resumable scan per node
+
+
+@dataclass(frozen=True, slots=True)
+class SliceOutcome:
+    """What the state machine loops on: the same node, the next cursor and slice number, the counts so far."""
+
+    node: str
+    node_index: int
+    cursor: int
+    slice: int
+    counts: SliceCounts
+    done: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        # The cursor as text: a Redis cursor is an unsigned 64-bit number, beyond JSON's safe integers.
+        return {"node": self.node, "node_index": self.node_index, "cursor": str(self.cursor),
+                "slice": self.slice, "report": self.counts.to_dict(), "done": self.done}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,17 +121,74 @@ def _require_run(services: Services, run_id: str) -> dict[str, Any]:
 # --- planning ---------------------------------------------------------------------------------------------
 
 
-def plan(services: Services, run_id: str, chunk_size: int) -> PlanOutcome:
-    """Chunk the users, index the sessions by chunk (one SCAN), store the chunk list for the map."""
+# The plan in bounded slices: one Lambda scans about 33,000 sessions a second, so a single invocation would
+# reach Lambda's 900 s limit near 30 million sessions. The state machine runs start_plan once, then loops
+# plan_slice per node (all nodes at once) until each says done, then finish_plan.
+
+_chunk_cache: dict[str, list[Chunk]] = {}
+
+
+def _run_chunks(services: Services, run_id: str) -> list[Chunk]:
+    """The chunk list start_plan stored; read once per warm container and run (50,000 chunks: ~3 MB)."""
+    if run_id not in _chunk_cache:
+        _chunk_cache.clear()
+        _chunk_cache[run_id] = read_chunks(services.s3, services.aws.chunks_bucket, run_id)
+    return _chunk_cache[run_id]
+
+
+def start_plan(services: Services, run_id: str, chunk_size: int) -> PlanStart:
+    """Chunk the users, store the chunk list, clear what an earlier attempt indexed; the nodes to scan."""
     services.aws.require("chunks_bucket")
-    _require_run(services, run_id)  # before the SCAN: a run the API never created is not worth one
+    _require_run(services, run_id)
     resume(services, run_id, "migration")
     with transient_errors():
-        planned = services.migrator.plan(run_id, chunk_size)
-    location = write_chunks(services.s3, services.aws.chunks_bucket, run_id, planned.chunks)
-    services.ledger.set_plan(run_id, planned.total_users, len(planned.chunks))
-    services.ledger.record_plan_problems(run_id, planned.scan.problems)
-    return PlanOutcome(location, planned.total_users, len(planned.chunks), len(planned.scan.problems))
+        chunks = services.migrator.plan_chunks(chunk_size)
+        nodes = services.migrator.start_index(run_id, chunks)
+    _chunk_cache.pop(run_id, None)
+    location = write_chunks(services.s3, services.aws.chunks_bucket, run_id, chunks)
+    total = sum(chunk.users for chunk in chunks)
+    services.ledger.set_plan(run_id, total, len(chunks))
+    services.ledger.record_plan_problems(run_id, [])  # an earlier attempt's slices may have written some
+    return PlanStart(location, total, len(chunks), nodes)
+
+
+def plan_slice(services: Services, run_id: str, node: str, node_index: int, cursor: int, slice_number: int,
+               counts: SliceCounts, seconds: float | None = None) -> SliceOutcome:
+    """Scan one node from ``cursor`` for at most ``seconds`` (PLAN_SLICE_SECONDS) and hand back the next cursor.
+
+    Safe to run again with the same input: the sessions it files are filed again (readers keep one entry
+    per session id), its problems overwrite this slice's, and the counts travel in the state machine's
+    payload, so a retried slice adds its counts to the same totals it was given.
+    """
+    services.aws.require("chunks_bucket")
+    resume(services, run_id, "migration")
+    budget = services.aws.plan_slice_seconds if seconds is None else seconds
+    chunks = _run_chunks(services, run_id)
+    with transient_errors():
+        part = services.migrator.index_slice(run_id, chunks, node, cursor, time.monotonic() + budget,
+                                             services.aws.plan_scan_count)
+    services.ledger.record_slice_problems(run_id, node_index, slice_number, part.report.problems)
+    total = SliceCounts()
+    total.merge(counts)
+    total.add(part.report)
+    logger.info("run %s node %s slice %d: %d keys in %d SCAN calls%s", run_id, node, slice_number,
+                part.report.keys_seen, part.scan_calls, "; node done" if part.done else "")
+    return SliceOutcome(node, node_index, part.cursor, slice_number + 1, total, part.done)
+
+
+def finish_plan(services: Services, run_id: str, reports: list[SliceCounts]) -> PlanOutcome:
+    """Every node is scanned: mark the index complete; the map's chunk list and the run's totals."""
+    services.aws.require("chunks_bucket")
+    run = _require_run(services, run_id)
+    resume(services, run_id, "migration")
+    total = SliceCounts()
+    for report in reports:
+        total.merge(report)
+    with transient_errors():
+        services.migrator.finish_index(run_id, total.keys_seen)
+    logger.info("run %s: index complete, %d session keys, kinds %s", run_id, total.keys_seen, dict(total.kinds))
+    return PlanOutcome({"Bucket": services.aws.chunks_bucket, "Key": chunks_key(run_id)},
+                       int(run.get("total_users") or 0), int(run.get("total_batches") or 0), total.problems)
 
 
 def plan_rollback(services: Services, run_id: str, chunk_size: int) -> PlanOutcome:
