@@ -79,3 +79,15 @@ sam-build: $(SAM_STAMP)
 .PHONY: openapi
 openapi: install
 	$(PY) -m tokenmigration.api.openapi docs/openapi.json
+
+# The state machines' picture in docs/cutover.md, drawn by Graphviz from statemachine/*.asl.json; a test
+# fails when docs/statemachines.dot no longer matches the ASL.
+.PHONY: docs-statemachines
+docs-statemachines: docs/statemachines.svg
+
+docs/statemachines.dot: docs/asl_dot.py $(wildcard statemachine/*.asl.json)
+	python3 docs/asl_dot.py statemachine/*.asl.json > $@
+
+docs/statemachines.svg: docs/statemachines.dot
+	@command -v dot >/dev/null || { echo "needs Graphviz's dot: apt-get install graphviz" >&2; exit 1; }
+	dot -Tsvg $< -o $@
