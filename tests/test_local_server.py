@@ -272,7 +272,8 @@ def test_the_client_refuses_and_reports(server, client):
     assert code == 0 and "auth_mode" in text
 
 
-def test_the_cli_says_so_when_the_port_is_taken(capsys):
+def test_the_cli_says_so_when_the_port_is_taken(capsys, monkeypatch):
+    monkeypatch.setenv("EXPRESS_SESSION_SECRETS", "local-test-express-secret")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tokenmigration.formats.laravel_cookie import check_cookie_name, parse_app_key
 from tokenmigration.formats.laravel_session import Serialization
+from tokenmigration.settings_error import ConfigError
 
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the environment variable."""
+__all__ = ["ConfigError", "Settings", "env_bool", "env_int"]
 
 
 def env_int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
@@ -71,6 +71,20 @@ def _abilities(env: Mapping[str, str]) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError('MIGRATION_TOKEN_ABILITIES must be a JSON list of strings, such as ["*"]')
     return value
+
+
+def _app_key(env: Mapping[str, str]) -> str | None:
+    # Checked here, at start-up, for every command: a bad key would otherwise surface as a 500 on every
+    # exchange, its cause only in a log. The key itself never reaches the message.
+    raw = env.get("LARAVEL_APP_KEY", "").strip() or None
+    if raw is not None:
+        parse_app_key(raw, "LARAVEL_APP_KEY")
+    return raw
+
+
+def _session_cookie(env: Mapping[str, str]) -> str | None:
+    raw = env.get("LARAVEL_SESSION_COOKIE", "").strip() or None
+    return None if raw is None else check_cookie_name(raw, "LARAVEL_SESSION_COOKIE")
 
 
 def _secret_list(raw: str) -> tuple[str, ...]:
@@ -140,8 +154,8 @@ class Settings:
             express_session_secrets=_secret_list(env.get("EXPRESS_SESSION_SECRETS", "")),
             laravel_session_serialization=serialization,  # type: ignore[arg-type]
             laravel_session_lifetime=env_int(env, "LARAVEL_SESSION_LIFETIME", 120, minimum=1),  # type: ignore[arg-type]
-            laravel_session_cookie=env.get("LARAVEL_SESSION_COOKIE", "").strip() or None,
-            laravel_app_key=env.get("LARAVEL_APP_KEY", "").strip() or None,
+            laravel_session_cookie=_session_cookie(env),
+            laravel_app_key=_app_key(env),
             laravel_session_secure=env_bool(env, "LARAVEL_SESSION_SECURE", True),
             laravel_session_domain=_cookie_domain(env),
             sanctum_token_prefix=env.get("SANCTUM_TOKEN_PREFIX", ""),

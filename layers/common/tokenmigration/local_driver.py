@@ -103,7 +103,9 @@ _indexer: SessionIndexer | None = None
 
 
 def _init_worker(settings: Settings, run_id: str | None, chunks: list[Chunk] | None) -> None:
-    _adopt(Migrator(settings, make_engine(settings.database_url), connect(settings.redis_url)), run_id, chunks)
+    # A rollback reads only the database: its workers connect to Redis only when the parent did.
+    redis = connect(settings.redis_url) if run_id is not None else None
+    _adopt(Migrator(settings, make_engine(settings.database_url), redis), run_id, chunks)
 
 
 def _adopt(migrator: Migrator, run_id: str | None, chunks: list[Chunk] | None) -> None:

@@ -33,8 +33,16 @@ def connect(url: str | None) -> RedisLike:
         raise ConfigError(f"REDIS_URL: cluster must be true or false, got {flag!r}")
     base = urlunsplit(parts._replace(query=urlencode([(n, v) for n, v in query if n != "cluster"])))
     if flag in _TRUE:
+        if _database_number(parts.path, query) not in ("", "0"):
+            raise ConfigError("REDIS_URL: a Redis Cluster has only database 0; remove the database number "
+                              "(/N or ?db=N) from the URL")
         return RedisCluster.from_url(base, decode_responses=False)
     return redis.Redis.from_url(base, decode_responses=False)
+
+
+def _database_number(path: str, query: list[tuple[str, str]]) -> str:
+    given = [value.strip() for name, value in query if name == "db"]
+    return given[-1] if given else path.strip("/")
 
 
 def is_cluster(client: RedisLike) -> bool:

@@ -23,6 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from tokenmigration.cli.arguments import positive_int
 from tokenmigration.cli.output import table
+from tokenmigration.cli.prompt import confirm
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 BASE_PATH = "/auth/migration"
@@ -165,12 +166,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     migrate_user.add_argument("user_id")
     rollback_user = verbs.add_parser("rollback-user", parents=[common], help="roll one user back")
     rollback_user.add_argument("user_id")
-
-
-def confirm(question: str, assume_yes: bool) -> None:
-    from tokenmigration.cli.main import confirm as ask
-
-    ask(question, assume_yes)
 
 
 def _print_json(document: Any, out: TextIO) -> None:

@@ -15,10 +15,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     local_sub = local.add_subparsers(dest="local_command", required=True, metavar="LOCAL_COMMAND")
     serve = local_sub.add_parser("serve", help="serve template.yaml's API over HTTP, SigV4 checked like API Gateway")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=3000, help="port (default 3000)")
+    serve.add_argument("--port", type=port_number, default=3000, help="port (default 3000; 0 picks a free one)")
     serve.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                        help="the functions' log level (default: the template's LogLevel)")
     serve.add_argument("--quiet", action="store_true", help="no access log lines")
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, got {value}")
+    return value
+
+
+def check_settings(settings) -> None:
+    """What the served API needs from the environment, checked before anything starts."""
+    from tokenmigration.config import ConfigError
+
+    if not settings.express_session_secrets:
+        # Without the Express app's own secret no connect.sid cookie verifies: every exchange would be a 401.
+        raise ConfigError("EXPRESS_SESSION_SECRETS must be set for local serve: your Express app's session "
+                          "secret(s), comma-separated as in express-session's `secret` option; without it "
+                          "every exchange answers 401")
 
 
 def server_credentials():
@@ -38,6 +59,7 @@ def cmd_local(args, settings) -> int:
     from tokenmigration.local.server import PortInUse, bind
     from tokenmigration.local.twin import LocalTwin
 
+    check_settings(settings)
     credentials = server_credentials()  # before moto replaces the environment's keys with its own
     twin = LocalTwin(log_level=args.log_level)
     try:
@@ -52,7 +74,7 @@ def cmd_local(args, settings) -> int:
     try:
         twin.start()
         server.attach()
-        _banner(server, twin, credentials)
+        _banner(server, twin, credentials, app_key_given=bool(settings.laravel_app_key))
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         print("\ntokenmigration local: stopping (running executions are stopped)", file=sys.stderr)
@@ -63,7 +85,7 @@ def cmd_local(args, settings) -> int:
     return EXIT_OK
 
 
-def _banner(server, twin, credentials) -> None:
+def _banner(server, twin, credentials, app_key_given: bool = True) -> None:
     deployment = twin.deployment
     lines = [
         f"tokenmigration local API: {server.url}  (routes under /auth/migration; Ctrl-C stops)",
@@ -74,6 +96,9 @@ def _banner(server, twin, credentials) -> None:
         "  routes:",
     ]
     lines += [f"    {r.method:5} {r.resource}{'' if r.iam else '   (public)'}" for r in server.routes]
+    if not app_key_given:
+        lines.append("  LARAVEL_APP_KEY is not set: the exchange encrypts its Laravel session cookie with a random "
+                     "key, which your Laravel app cannot read; set it to the app's APP_KEY")
     if credentials.generated:
         lines += [
             "  No AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY set: requests must be signed with this generated pair:",

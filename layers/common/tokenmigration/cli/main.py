@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
+from tokenmigration.cli import api, local
 from tokenmigration.cli.arguments import MAX_DEFAULT_WORKERS, default_workers, positive_int
 from tokenmigration.cli.output import duration, table
 from tokenmigration.cli.progress import ProgressBar
+from tokenmigration.cli.prompt import CliError, confirm
 from tokenmigration.config import ConfigError, Settings
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
-
-
-class CliError(Exception):
-    """A problem the user can fix; printed without a traceback."""
-
-
+__all__ = ["CliError", "build_parser", "confirm", "main"]
 
 
 def _chunk_size(text: str) -> int:
@@ -59,42 +57,61 @@ def build_parser() -> argparse.ArgumentParser:
     run_options(rollback)
 
     stats = sub.add_parser("stats", help="migration state, from the database")
-    stats.add_argument("--json", action="store_true")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     cleanup = sub.add_parser("cleanup", help="prune expired migration tokens, stale sessions, old ledger rows")
     cleanup.add_argument("--dry-run", action="store_true", help="report what would be removed")
-    cleanup.add_argument("--json", action="store_true")
+    cleanup.add_argument("--json", action="store_true", help="print what was (or would be) removed as JSON")
 
     demo = sub.add_parser("demo", help="seed demo data, migrate it, check and print the result")
     demo.add_argument("--users", type=positive_int, default=3000, help="demo users (default 3000)")
 
-    from tokenmigration.cli import api, local
-
     local.add_parser(sub)
     api.add_parser(sub)
+    _know_your_parser(parser)
     return parser
 
 
-def confirm(question: str, assume_yes: bool) -> None:
-    if assume_yes:
-        return
-    if not sys.stdin or not sys.stdin.isatty():
-        raise CliError(f"{question} Refusing without a terminal to confirm on: pass --yes.")
-    answer = input(f"{question} [y/N] ").strip().lower()
-    if answer not in ("y", "yes"):
-        raise CliError("aborted")
+def _know_your_parser(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)command records its own parser, so that an unknown option is reported with the usage of the
+    command it was given to (``migrate --bogus``), not the top level's: the deepest parser's default wins."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _know_your_parser(child)
 
 
-def _services(settings: Settings):
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        args._parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _services(settings: Settings, redis: bool = False):
+    """The migrator, with Redis only for the commands that read sessions: stats, cleanup and rollback work
+    from the database alone, and must not fail for want of a REDIS_URL."""
     from tokenmigration.db.connection import make_engine
     from tokenmigration.engine.migrator import Migrator
     from tokenmigration.redis_client import connect
 
-    settings.require("database_url", "redis_url")
+    settings.require(*(("database_url", "redis_url") if redis else ("database_url",)))
     engine = make_engine(settings.database_url)
-    migrator = Migrator(settings, engine, connect(settings.redis_url))
+    migrator = Migrator(settings, engine, connect(settings.redis_url) if redis else None)
     migrator.check_schema()
     return migrator
+
+
+def _open_errors_file(path: str | None) -> TextIO | None:
+    """Opened before the run: a path that cannot be written fails now, not after every user was migrated."""
+    if not path:
+        return None
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as error:
+        raise CliError(f"--errors-file {path}: {error.strerror or error}") from None
 
 
 def _target(migrator) -> str:
@@ -155,18 +172,17 @@ def problems_table(problems, limit: int = 10) -> str:
 def cmd_migrate(args, settings: Settings) -> int:
     from tokenmigration.local_driver import LocalDriver
 
-    migrator = _services(settings)
+    migrator = _services(settings, redis=True)
     if not args.dry_run:
         confirm(f"Migrate every user of {_target(migrator)} to Sanctum tokens and Laravel sessions?", args.yes)
-    bar = ProgressBar(quiet=args.json)
-    try:
-        summary = LocalDriver(settings, migrator, args.workers).migrate(args.chunk_size, args.dry_run, bar)
-    finally:
-        bar.close()
-    if args.errors_file:
-        with open(args.errors_file, "w", encoding="utf-8") as fh:
-            for problem in summary.problems:
-                fh.write(json.dumps(problem.to_dict()) + "\n")
+    with _open_errors_file(args.errors_file) or contextlib.nullcontext() as errors_file:
+        bar = ProgressBar(quiet=args.json)
+        try:
+            summary = LocalDriver(settings, migrator, args.workers).migrate(args.chunk_size, args.dry_run, bar)
+        finally:
+            bar.close()
+        for problem in summary.problems if errors_file is not None else ():
+            errors_file.write(json.dumps(problem.to_dict()) + "\n")
     text = run_summary_table(summary)
     if summary.problems:
         text += "\n\n" + problems_table(summary.problems)
@@ -231,7 +247,7 @@ COMMANDS = {"db": cmd_db, "migrate": cmd_migrate, "rollback": cmd_rollback, "sta
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         settings = Settings.from_env()
         return COMMANDS[args.command](args, settings)

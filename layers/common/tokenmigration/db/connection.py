@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tokenmigration.config import ConfigError
 
@@ -30,6 +30,7 @@ def make_engine(url: str | None, **kwargs) -> Engine:
         parsed = make_url(url)
     except Exception as exc:  # SQLAlchemy's ArgumentError names the URL, which may hold a password
         raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from exc
+    _check_driver(parsed)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
@@ -40,6 +41,16 @@ def make_engine(url: str | None, **kwargs) -> Engine:
     if backend in ("mysql", "mariadb") and parsed.get_driver_name() != "pymysql":
         raise ConfigError("DATABASE_URL: MySQL and MariaDB go through PyMySQL (mysql+pymysql://...)")
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _check_driver(parsed: URL) -> None:
+    """A URL naming a dialect or driver this installation lacks (postgresql+psycopg2://) fails here, in one
+    line naming the variable, instead of at the first connection with a traceback."""
+    try:
+        parsed.get_dialect().import_dbapi()
+    except Exception as exc:  # NoSuchModuleError, ImportError: what the message says is enough
+        raise ConfigError(f"DATABASE_URL names the driver {parsed.drivername!r}, which is not installed here "
+                          f"({type(exc).__name__}: {exc}); the README lists the supported URLs") from None
 
 
 def _sqlite_transactions(engine: Engine) -> None:

@@ -31,7 +31,7 @@ from urllib.parse import quote, unquote_plus
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from tokenmigration.config import ConfigError
+from tokenmigration.settings_error import ConfigError
 
 KEY_LENGTH = 32  # AES-256-CBC
 IV_LENGTH = 16

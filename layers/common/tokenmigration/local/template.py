@@ -258,9 +258,10 @@ def deploy(database_url: str, redis_url: str, *, express_secrets: tuple[str, ...
     }
     parameters = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
     # The parameters a deployment must be given; a local one takes Laravel's usual cookie name.
-    parameters.update(secret_arns, RedisUrl=redis_url, SubnetIds=["subnet-0local"],
-                      SecurityGroupIds=["sg-0local"], LaravelSessionCookie="laravel_session",
-                      **(parameter_overrides or {}))
+    # The caller's overrides win over these local defaults (one dict: a name in both is not an error).
+    parameters.update({**secret_arns, "RedisUrl": redis_url, "SubnetIds": ["subnet-0local"],
+                       "SecurityGroupIds": ["sg-0local"], "LaravelSessionCookie": "laravel_session",
+                       **(parameter_overrides or {})})
     refs, attributes, functions = physical_ids(template, stage, region, account)
     resolve = Resolver(parameters, refs, attributes, region, account)
     resources = template["Resources"]

@@ -1,0 +1,156 @@
+"""What an operator sees when something is wrong: one line naming the cause, exit 2, nothing lost.
+
+Each test is named after the mistake it protects against (issue 11's numbered findings); the commands run as
+a user runs them, in their own process, against the test PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import func, select
+
+from helpers import add_users, express, put_session
+from tokenmigration.db.schema import tokens
+
+CLI = [sys.executable, "-m", "tokenmigration.cli.main"]
+ONE_LINE_PREFIX = "tokenmigration"
+
+
+def run(args, env_extra, timeout=120, drop=("DATABASE_URL", "REDIS_URL", "EXPRESS_SESSION_SECRETS",
+                                            "LARAVEL_APP_KEY", "LARAVEL_SESSION_COOKIE")):
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(env_extra)
+    return subprocess.run([*CLI, *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_one_line(done, *needles: str) -> None:
+    """Exit 2, no traceback, one line on stderr that says what is wrong."""
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def token_count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(tokens)).scalar_one()
+
+
+@pytest.fixture
+def env(pg_engine, redis_url):
+    return {"DATABASE_URL": pg_engine.url.render_as_string(hide_password=False), "REDIS_URL": redis_url}
+
+
+# --- 1, 2, 8: local serve's start-up -------------------------------------------------------------------
+
+
+def test_local_serve_takes_the_laravel_session_cookie_from_the_environment(pg_engine, redis_url, monkeypatch):
+    from tokenmigration.local.twin import LocalTwin
+
+    monkeypatch.setenv("LARAVEL_SESSION_COOKIE", "myapp_session")
+    with LocalTwin(database_url=pg_engine.url.render_as_string(hide_password=False), redis_url=redis_url,
+                   log_level="ERROR") as twin:
+        assert twin.deployment.env["LARAVEL_SESSION_COOKIE"] == "myapp_session"
+
+
+@pytest.mark.parametrize("key", ["garbage", "base64:not*base64", "base64:" + "QUJD" * 4])
+@pytest.mark.parametrize("command", [["stats"], ["local", "serve", "--port", "0"], ["migrate", "--dry-run"]])
+def test_a_malformed_app_key_stops_every_command_at_start_up(env, key, command):
+    done = run(command, {**env, "LARAVEL_APP_KEY": key, "EXPRESS_SESSION_SECRETS": "s"})
+    assert_one_line(done, "LARAVEL_APP_KEY")
+    assert key not in done.stderr  # never echo a key, even a wrong one
+
+
+@pytest.mark.parametrize("secrets", [None, "", ",", " , "])
+def test_local_serve_refuses_to_start_without_the_express_secret(env, secrets):
+    extra = {} if secrets is None else {"EXPRESS_SESSION_SECRETS": secrets}
+    done = run(["local", "serve", "--port", "0"], {**env, **extra})
+    assert_one_line(done, "EXPRESS_SESSION_SECRETS", "401")
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "http"])
+def test_local_serve_refuses_a_port_out_of_range(env, port):
+    done = run(["local", "serve", "--port", port], {**env, "EXPRESS_SESSION_SECRETS": "s"})
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--port" in done.stderr and "tokenmigration local serve: error" in done.stderr
+
+
+# --- 3: --errors-file ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "directory"])
+def test_an_unwritable_errors_file_fails_before_any_user_is_migrated(env, pg_engine, tmp_path, where):
+    add_users(pg_engine, [1, 2])
+    path = tmp_path / "no" / "such" / "e.jsonl" if where == "missing-dir" else tmp_path
+    done = run(["migrate", "--yes", "--errors-file", str(path)], env)
+    assert_one_line(done, "--errors-file", str(path))
+    assert token_count(pg_engine) == 0
+
+
+# --- 5, 13: URLs and drivers -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("suffix", "needle"), [
+    ("0?cluster=true", "cluster"),  # a single node asked for cluster mode
+    ("3?cluster=true", "database 0"),  # a cluster has only DB 0
+    ("99", "database number"),  # beyond the server's `databases`
+])
+def test_a_bad_redis_url_is_one_line_naming_redis_url(env, pg_engine, suffix, needle):
+    add_users(pg_engine, [1])
+    base = env["REDIS_URL"].rsplit("/", 1)[0]
+    done = run(["migrate", "--dry-run"], {**env, "REDIS_URL": f"{base}/{suffix}"})
+    assert_one_line(done, "REDIS_URL", needle)
+
+
+def test_a_database_driver_that_is_not_installed_is_one_line(env):
+    done = run(["stats"], {**env, "DATABASE_URL": "postgresql+psycopg2://postgres@127.0.0.1/x"})
+    assert_one_line(done, "DATABASE_URL", "psycopg2")
+
+
+def test_a_missing_database_is_named_not_shown_as_a_driver_dict(env):
+    url = env["DATABASE_URL"].rsplit("/", 1)[0] + "/tm_no_such_database"
+    done = run(["stats"], {**env, "DATABASE_URL": url})
+    assert_one_line(done, "does not exist", "tm_no_such_database")
+    assert "{" not in done.stderr
+
+
+# --- 6: each command asks only for what it uses --------------------------------------------------------
+
+
+def test_stats_rollback_and_cleanup_need_no_redis_url(env, pg_engine, redis_client):
+    add_users(pg_engine, [1, 2, 3])
+    put_session(redis_client, "s1", express(1))
+    assert run(["migrate", "--yes", "--workers", "2"], env).returncode == 0
+    no_redis = {"DATABASE_URL": env["DATABASE_URL"]}
+    for command in (["stats"], ["cleanup", "--dry-run"], ["rollback", "--yes", "--workers", "2"]):
+        done = run(command, no_redis)
+        assert done.returncode == 0, (command, done.stderr)
+    assert token_count(pg_engine) == 0
+    assert_one_line(run(["migrate", "--yes"], no_redis), "REDIS_URL")
+
+
+# --- 13: usage ---------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_option_shows_the_usage_of_its_command():
+    done = run(["migrate", "--bogus"], {})
+    assert done.returncode == 2
+    assert "usage: tokenmigration migrate" in done.stderr and "--bogus" in done.stderr
+    nested = run(["api", "start", "--bogus"], {})
+    assert "usage: tokenmigration api start" in nested.stderr
+
+
+@pytest.mark.parametrize("command", ["stats", "cleanup"])
+def test_every_option_has_help_text(command):
+    from tokenmigration.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    assert all(action.help for action in sub._actions), [a.dest for a in sub._actions if not a.help]
