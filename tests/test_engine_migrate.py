@@ -108,7 +108,9 @@ def test_token_holders_and_migrated_users_are_skipped_not_failed(migrator, db_en
         user2 = conn.execute(select(users.c.migrated_to_sanctum_at).where(users.c.id == 2)).scalar_one()
         user2_sessions = conn.execute(select(func.count()).select_from(sessions)
                                       .where(sessions.c.user_id == 2)).scalar_one()
-    assert owned == [app_token] and user2 is None and user2_sessions == 0
+    # Skipped for the token only: the live session still gets its Laravel row (api.md).
+    assert owned == [app_token] and user2 is None and user2_sessions == 1
+    assert r.sessions_migrated == 1
 
 
 def test_another_models_token_does_not_count_as_the_users(migrator, db_engine):

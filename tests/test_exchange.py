@@ -29,7 +29,6 @@ from tokenmigration.exchange import (
     GRANT_TYPE,
     SUBJECT_TOKEN_TYPE,
     ExchangeService,
-    HoldsTokens,
     InMemoryFailureThrottle,
     InvalidGrant,
     InvalidRequest,
@@ -449,16 +448,34 @@ def test_every_bad_session_costs_the_same_work(xsettings, xmigrator, db_engine, 
     assert sum("FROM users" in s for s in sql) == 1 and not any("UPDATE" in s or "INSERT" in s for s in sql)
 
 
-def test_holds_tokens_is_a_conflict_and_changes_nothing(service, db_engine, redis_client):
+def test_a_user_holding_app_tokens_gets_a_migration_token_minted_now(service, db_engine, redis_client):
+    add_users(db_engine, [4])
+    app_token = add_app_token(db_engine, 4)
+    sid = live_session(redis_client, 4)
+    first = service.exchange(cookie_request(service, wire_cookie(sid)))
+    again = service.exchange(cookie_request(service, wire_cookie(sid)))  # the client lost the first answer
+    assert first.migrated_now and not again.migrated_now
+    assert not token_verifies(db_engine, first.access_token) and token_verifies(db_engine, again.access_token)
+    assert migration_tokens(db_engine, 4) == [first.token_id] == [again.token_id]  # one live migration token
+    with db_engine.connect() as conn:
+        holders = conn.execute(select(tokens.c.id).where(tokens.c.tokenable_id == 4)).scalars().all()
+    assert sorted(holders) == sorted([app_token, first.token_id])  # the app's token untouched
+    assert laravel_session_from(first, db_engine).id == laravel_session_from(again, db_engine).id
+    assert len(ledger_rows(db_engine, ledger_sessions, 4)) == 1
+
+
+def test_a_holder_whose_session_a_run_carried_gets_that_row(service, xmigrator, db_engine, redis_client):
     add_users(db_engine, [4])
     add_app_token(db_engine, 4)
     sid = live_session(redis_client, 4)
-    before = snapshot(db_engine)
-    with pytest.raises(HoldsTokens) as raised:
-        service.exchange(cookie_request(service, wire_cookie(sid)))
-    assert raised.value.status == 409 and raised.value.body()["error"] == "has_tokens"
-    assert snapshot(db_engine) == before
-    assert not service.throttle.blocked(SOURCE)
+    for chunk in xmigrator.plan("run-1", 10).chunks:
+        result = xmigrator.migrate_chunk(chunk, "run-1")
+        assert (result.skipped_users, result.sessions_migrated) == (1, 1)  # skipped for the token only
+    (carried,) = ledger_rows(db_engine, ledger_sessions, 4)
+    exchanged = service.exchange(cookie_request(service, wire_cookie(sid)))
+    assert token_verifies(db_engine, exchanged.access_token)
+    assert laravel_session_from(exchanged, db_engine).id == carried.session_id
+    assert ledger_rows(db_engine, ledger_sessions, 4) == [carried]
 
 
 def test_a_revoked_or_expired_migration_token_is_not_reissued(service, db_engine, redis_client):
@@ -564,8 +581,7 @@ def _exchange_everything(service, xmigrator, db_engine, redis_client):
     exchange_cookie(service, redis_client, 1)  # already migrated by the run: rotation, new session row
     service.exchange(cookie_request(service, wire_cookie(bulk_sid)))  # rotation, the run's row
     exchange_cookie(service, redis_client, 2)  # a second session of user 2: new row
-    with pytest.raises(HoldsTokens):
-        exchange_cookie(service, redis_client, 5)
+    exchange_cookie(service, redis_client, 5)  # holds the app's token: a migration token next to it
     return before
 
 
@@ -593,7 +609,7 @@ def test_whole_rollback_after_exchanges_restores_everything(service, xmigrator, 
 
 def test_per_user_rollback_after_exchanges_restores_everything(service, xmigrator, db_engine, redis_client):
     before = _exchange_everything(service, xmigrator, db_engine, redis_client)
-    for user_id in (1, 2, 3, 4):
+    for user_id in (1, 2, 3, 4, 5):
         xmigrator.rollback_user(user_id)
     assert snapshot(db_engine) == before
 

@@ -92,7 +92,8 @@ def run_cli(server, *argv: str) -> tuple[int, str]:
 
 def test_routes_come_from_the_template():
     routes = {(r.method, r.resource): r for r in routes_from_template(load_template())}
-    assert len(routes) == 10
+    assert len(routes) == 11
+    assert routes[("POST", "/auth/migration/bridge")].iam is True
     assert routes[("POST", "/auth/migration/exchange")].iam is False
     assert all(r.iam for key, r in routes.items() if key[1] != "/auth/migration/exchange")
     assert routes[("POST", "/auth/migration/user/{userId}")].match("/auth/migration/user/42") == {"userId": "42"}
@@ -171,6 +172,31 @@ def test_the_exchange_needs_no_signature(server, pg_engine, redis_client):
     assert status == 200, body
     assert body["token_type"] == "Bearer" and "|" in body["access_token"]
     assert "laravel_session=" in headers.get("Set-Cookie", "")
+
+
+def test_the_bridge_answers_signed_requests_only(server, client, pg_engine, redis_client, capsys):
+    add_users(pg_engine, [7])
+    put_session(redis_client, "sid-7", express(7))
+    cookie = cookie_value("sid-7", server.twin.express_secrets[0])
+    body = json.dumps({"session_cookie": cookie, "client_ip": "203.0.113.5"}).encode()
+    status, _, refused = raw(server, "POST", "/auth/migration/bridge", body,
+                                   {"Content-Type": "application/json"})
+    assert (status, refused) == (403, {"message": MISSING_TOKEN})
+    wrong = ApiClient(server.url, credentials=BotoCredentials(KEY, "not-the-secret"), region=REGION)
+    assert wrong.bridge(cookie).status == 403
+
+    answer = client.bridge(cookie, "203.0.113.5")
+    assert answer.status == 200, answer.text
+    assert answer.document["user_id"] == 7 and answer.document["auth_mode"] == "dual"
+    assert answer.document["session_cookie_name"] == "laravel_session" and len(answer.document["session_id"]) == 40
+    assert client.bridge(cookie).document["session_id"] == answer.document["session_id"]
+    assert client.bridge(cookie_value("sid-7", "forged")).document == {"error": "invalid_grant"}
+
+    # The operator's CLI: `tokenmigration api bridge --cookie ... --json`.
+    args = build_parser().parse_args(["api", "--endpoint", server.url, "bridge", "--cookie", cookie, "--json"])
+    out = io.StringIO()
+    assert cmd_api(args, client=client, out=out) == 0
+    assert json.loads(out.getvalue())["session_id"] == answer.document["session_id"]
 
 
 # --- runs through the state machine ------------------------------------------------------------------------

@@ -34,7 +34,8 @@ FUNCTIONS = ROOT / "functions"
 EVENTS = ROOT / "events"
 
 API_FUNCTIONS = ("api_start", "api_progress", "api_complete", "api_rollback", "api_stats", "api_cleanup",
-                 "api_errors", "api_migrate_user", "api_rollback_user", "api_exchange")
+                 "api_errors", "api_migrate_user", "api_rollback_user", "api_exchange",
+                 "api_bridge")
 
 TABLE = "tokenmigration-api-test"
 FLAGS_PATH = "/tokenmigration/test/"

@@ -26,6 +26,8 @@ API_MD = {
     ("post", "/auth/migration/user/{userId}"): True,
     ("post", "/auth/migration/user/{userId}/rollback"): True,
     ("post", "/auth/migration/exchange"): False,
+    # Beside api.md: the Laravel app's server calls it, signed (notes/BRIDGE-CONTRACT.md).
+    ("post", "/auth/migration/bridge"): True,
 }
 FUNCTION_ROUTES = {
     "api_start": ("post", "/auth/migration/start"),
@@ -38,6 +40,7 @@ FUNCTION_ROUTES = {
     "api_migrate_user": ("post", "/auth/migration/user/{userId}"),
     "api_rollback_user": ("post", "/auth/migration/user/{userId}/rollback"),
     "api_exchange": ("post", "/auth/migration/exchange"),
+    "api_bridge": ("post", "/auth/migration/bridge"),
 }
 
 

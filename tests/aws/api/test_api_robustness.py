@@ -10,7 +10,7 @@ import pytest
 from helpers import add_users, snapshot
 
 POST_FUNCTIONS = ("api_start", "api_complete", "api_rollback", "api_cleanup", "api_migrate_user",
-                  "api_rollback_user", "api_exchange")
+                  "api_rollback_user", "api_exchange", "api_bridge")
 GET_FUNCTIONS = ("api_progress", "api_stats", "api_errors")
 
 NASTY_BODIES = [
@@ -28,7 +28,7 @@ NASTY_BODIES = [
 
 def assert_safe(result, name: str) -> None:
     assert "Traceback" not in result.text and 'File "' not in result.text
-    if name == "api_exchange":  # OAuth-shaped answers (RFC 8693), not the admin envelope
+    if name in ("api_exchange", "api_bridge"):  # OAuth-shaped answers (RFC 8693), not the admin envelope
         assert result.status < 500, (name, result.status, result.text[:300])
         assert isinstance(result.body, dict) and isinstance(result.body.get("error", ""), str)
         return

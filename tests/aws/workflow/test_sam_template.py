@@ -39,6 +39,9 @@ ADMIN_ROUTES = {
     ("post", "/user/{userId}/rollback"): "ApiRollbackUserFunction",
 }
 PUBLIC_ROUTES = {("post", "/exchange"): "ApiExchangeFunction"}
+# Not in api.md: the Laravel app's server calls it (notes/BRIDGE-CONTRACT.md), signed like the admin routes.
+BRIDGE_ROUTES = {("post", "/bridge"): "ApiBridgeFunction"}
+IAM_ROUTES = {**ADMIN_ROUTES, **BRIDGE_ROUTES}
 API_MD = ROOT.parent / "shared" / "spec" / "api.md"
 API_ENV = {"TABLE_NAME", "FLAGS_PATH", "MIGRATION_STATE_MACHINE_ARN", "ROLLBACK_STATE_MACHINE_ARN", "CHUNKS_BUCKET",
            "DATABASE_SECRET_ARN", "REDIS_URL"}
@@ -113,7 +116,7 @@ def test_every_route_of_api_md_is_there_with_its_method(transformed):
     paths = _api_body(transformed)["paths"]
     declared = {(method, path.removeprefix(BASE)) for path, methods in paths.items() for method in methods
                 if method != "options"}
-    assert declared == set(ADMIN_ROUTES) | set(PUBLIC_ROUTES)
+    assert declared == set(ADMIN_ROUTES) | set(PUBLIC_ROUTES) | set(BRIDGE_ROUTES)
 
 
 def test_the_route_list_is_api_md():
@@ -132,12 +135,12 @@ def test_each_route_is_served_by_its_function(template):
         for event in fn["Properties"].get("Events", {}).values():
             if event["Type"] == "Api":
                 routes[(event["Properties"]["Method"], event["Properties"]["Path"].removeprefix(BASE))] = name
-    assert routes == {**ADMIN_ROUTES, **PUBLIC_ROUTES}
+    assert routes == {**ADMIN_ROUTES, **PUBLIC_ROUTES, **BRIDGE_ROUTES}
 
 
-def test_admin_routes_need_iam_and_the_exchange_does_not(transformed):
+def test_admin_routes_and_the_bridge_need_iam_and_the_exchange_does_not(transformed):
     paths = _api_body(transformed)["paths"]
-    for (method, path) in ADMIN_ROUTES:
+    for (method, path) in IAM_ROUTES:
         operation = paths[BASE + path][method]
         assert [list(s) for s in operation["security"]] == [["AWS_IAM"]], path
         # InvokeRole NONE: API Gateway calls the function with its own permission, not the caller's.
@@ -146,12 +149,27 @@ def test_admin_routes_need_iam_and_the_exchange_does_not(transformed):
     assert not any("AWS_IAM" in s for s in exchange.get("security", []))
 
 
+def test_the_exchange_is_the_only_route_without_iam(transformed):
+    unsigned = {(method, path.removeprefix(BASE)) for path, methods in _api_body(transformed)["paths"].items()
+                for method, operation in methods.items()
+                if method != "options" and [list(s) for s in operation.get("security", [])] != [["AWS_IAM"]]}
+    assert unsigned == {("post", "/exchange")}
+
+
+def test_the_bridge_is_signed_in_the_template_itself(template):
+    # Not only through the API's default: a route-level "Authorizer: NONE" must never appear on it.
+    (event,) = template["Resources"]["ApiBridgeFunction"]["Properties"]["Events"].values()
+    assert "Auth" not in event["Properties"]
+    assert template["Resources"]["MigrationApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+
+
 def test_the_exchange_has_its_own_throttling(template):
     settings = template["Resources"]["MigrationApi"]["Properties"]["MethodSettings"]
     by_path = {(s["ResourcePath"], s["HttpMethod"]): s for s in settings}
-    exchange = by_path[("/~1auth~1migration~1exchange", "POST")]
-    assert exchange["ThrottlingRateLimit"] == {"Ref": "ExchangeThrottlingRateLimit"}
-    assert exchange["ThrottlingBurstLimit"] == {"Ref": "ExchangeThrottlingBurstLimit"}
+    for path in ("/~1auth~1migration~1exchange", "/~1auth~1migration~1bridge"):
+        limits = by_path[(path, "POST")]
+        assert limits["ThrottlingRateLimit"] == {"Ref": "ExchangeThrottlingRateLimit"}
+        assert limits["ThrottlingBurstLimit"] == {"Ref": "ExchangeThrottlingBurstLimit"}
     assert by_path[("/*", "*")]["ThrottlingRateLimit"] == {"Ref": "ApiThrottlingRateLimit"}
     auth = template["Resources"]["MigrationApi"]["Properties"]["Auth"]
     assert auth == {"DefaultAuthorizer": "AWS_IAM", "InvokeRole": "NONE"}
@@ -267,11 +285,12 @@ def test_every_environment_variable_is_one_the_code_reads(template):
 
 def test_api_functions_get_the_contracts_environment(template):
     globals_env = set(template["Globals"]["Function"]["Environment"]["Variables"])
-    for name in {*ADMIN_ROUTES.values(), *PUBLIC_ROUTES.values()}:
+    for name in {*ADMIN_ROUTES.values(), *PUBLIC_ROUTES.values(), *BRIDGE_ROUTES.values()}:
         own = set(template["Resources"][name]["Properties"].get("Environment", {}).get("Variables", {}))
         assert globals_env | own >= API_ENV, name
-    exchange = template["Resources"]["ApiExchangeFunction"]["Properties"]["Environment"]["Variables"]
-    assert {"EXPRESS_SECRETS_ARN", "APP_KEY_SECRET_ARN"} <= set(exchange)
+    for name in ("ApiExchangeFunction", "ApiBridgeFunction"):
+        variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert {"EXPRESS_SECRETS_ARN", "APP_KEY_SECRET_ARN"} <= set(variables), name
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -346,13 +365,31 @@ def test_api_functions_get_only_what_their_route_does(template):
         "ApiCompleteFunction", "ApiRollbackFunction"}
     assert {n for n, a in functions.items() if "sam:DynamoDBCrudPolicy" in a} == {
         "ApiStartFunction", "ApiCompleteFunction", "ApiRollbackFunction"}
-    for name in ("ApiCleanupFunction", "ApiMigrateUserFunction", "ApiRollbackUserFunction", "ApiExchangeFunction"):
+    for name in ("ApiCleanupFunction", "ApiMigrateUserFunction", "ApiRollbackUserFunction", "ApiExchangeFunction",
+                 "ApiBridgeFunction"):
         assert not {a for a in functions[name] if "DynamoDB" in a}, name
+
+
+def test_the_bridge_reads_the_exchanges_secrets_and_the_flags_and_nothing_more(template):
+    def grants(name: str) -> tuple[set[str], list[Any]]:
+        policies = template["Resources"][name]["Properties"]["Policies"]
+        secrets = [p["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"] for p in policies
+                   if "AWSSecretsManagerGetSecretValuePolicy" in p]
+        return _actions(template["Resources"][name]), sorted(secrets, key=json.dumps)
+
+    bridge_actions, bridge_secrets = grants("ApiBridgeFunction")
+    exchange_actions, exchange_secrets = grants("ApiExchangeFunction")
+    assert bridge_secrets == exchange_secrets == sorted(
+        [{"Ref": "DatabaseSecretArn"}, {"Ref": "ExpressSecretsArn"}, {"Ref": "AppKeySecretArn"}], key=json.dumps)
+    assert bridge_actions == exchange_actions == {
+        "sam:AWSSecretsManagerGetSecretValuePolicy", "ssm:GetParametersByPath", "ssm:GetParameter",
+        "ssm:GetParameters"}
 
 
 def test_the_exchange_gets_the_laravel_cookie_settings_it_requires(template):
     # With an app key the exchange must know the cookie's name: a missing one would fail every call.
-    variables = template["Resources"]["ApiExchangeFunction"]["Properties"]["Environment"]["Variables"]
-    assert {"APP_KEY_SECRET_ARN", "LARAVEL_SESSION_COOKIE", "LARAVEL_SESSION_DOMAIN",
-            "LARAVEL_SESSION_SECURE"} <= set(variables)
+    for name in ("ApiExchangeFunction", "ApiBridgeFunction"):
+        variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert {"APP_KEY_SECRET_ARN", "LARAVEL_SESSION_COOKIE", "LARAVEL_SESSION_DOMAIN",
+                "LARAVEL_SESSION_SECURE"} <= set(variables), name
     assert "Default" not in template["Parameters"]["LaravelSessionCookie"]  # configured, never derived

@@ -246,3 +246,30 @@ class TokenResponse(BaseModel):
 
 class OAuthError(BaseModel):
     error: str
+
+
+class BridgeRequestBody(BaseModel):
+    """POST /bridge: what the Laravel app's server sends for one browser (documentation; parsed by the route)."""
+
+    session_cookie: str = Field(description="The browser's connect.sid cookie value exactly as it was sent "
+                                            "(URL-encoded or not, `s%3A...`).", min_length=1, max_length=4096)
+    client_ip: str | None = Field(default=None, description="The browser's IP address as the app sees it; the "
+                                                            "failure throttle counts by it (and by the Express "
+                                                            "session), never by the caller's address.")
+
+
+class BridgeResponse(BaseModel):
+    """The Laravel session that carries the browser's Express login."""
+
+    user_id: int
+    session_id: str = Field(description="The 40-character id of the Laravel session row migrated from this "
+                                        "Express session; the app switches the request's session to it.")
+    session_cookie_name: str | None = Field(default=None, description="Laravel's session.cookie, as configured.")
+    lifetime_minutes: int = Field(description="LARAVEL_SESSION_LIFETIME.")
+    auth_mode: Literal["dual"]
+
+
+class BridgeOffError(BaseModel):
+    error: Literal["bridge_off"]
+    auth_mode: Literal["dual", "sanctum"]
+    exchange_enabled: bool

@@ -62,7 +62,24 @@ def build() -> dict[str, Any]:
         tags=TAGS,
         security_schemes=SECURITY_SCHEMES,
     )
-    return _finish(json.loads(raw))
+    return _finish(_declared_bodies(json.loads(raw)))
+
+
+def _declared_bodies(document: dict[str, Any]) -> dict[str, Any]:
+    """Request bodies a route parses itself (OAuth-shaped refusals, not Powertools' validation): a route module's
+    ``REQUEST_BODY`` model becomes its operation's ``requestBody``."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for module in ALL:
+        model = getattr(module, "REQUEST_BODY", None)
+        if model is None:
+            continue
+        schemas.setdefault(model.__name__, model.model_json_schema())
+        for operations in document.get("paths", {}).values():
+            for operation in operations.values():
+                if operation.get("operationId") == module.OPERATION_ID:
+                    operation["requestBody"] = {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
+    return document
 
 
 def _finish(document: dict[str, Any]) -> dict[str, Any]:

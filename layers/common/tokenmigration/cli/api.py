@@ -117,6 +117,14 @@ class ApiClient:
         return Response(status, document, text)
 
 
+    def bridge(self, session_cookie: str, client_ip: str | None = None) -> Response:
+        """POST /bridge as the Laravel app's server calls it (BRIDGE-CONTRACT.md): signed, JSON body."""
+        body: dict[str, Any] = {"session_cookie": session_cookie}
+        if client_ip is not None:
+            body["client_ip"] = client_ip
+        return self.request("POST", "/bridge", body)
+
+
 # --- the command line --------------------------------------------------------------------------------------
 
 
@@ -166,6 +174,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     migrate_user.add_argument("user_id")
     rollback_user = verbs.add_parser("rollback-user", parents=[common], help="roll one user back")
     rollback_user.add_argument("user_id")
+    bridge = verbs.add_parser("bridge", parents=[common],
+                              help="as the Laravel app's server: the Laravel session of a browser's connect.sid")
+    bridge.add_argument("--cookie", required=True, help="the connect.sid cookie value as the browser sent it "
+                        "(a credential: prefer --cookie - and stdin over the command line)")
+    bridge.add_argument("--client-ip", default=None, help="the browser's IP address as the app sees it")
 
 
 def _print_json(document: Any, out: TextIO) -> None:
@@ -351,6 +364,9 @@ def _run(args, client: ApiClient, out: TextIO) -> int:
         return _simple(client.request("POST", f"/user/{args.user_id}"), as_json, out)
     if verb == "rollback-user":
         return _simple(client.request("POST", f"/user/{args.user_id}/rollback"), as_json, out)
+    if verb == "bridge":
+        cookie = sys.stdin.readline().strip() if args.cookie == "-" else args.cookie
+        return _simple(client.bridge(cookie, args.client_ip), as_json, out)
     raise AssertionError(verb)
 
 

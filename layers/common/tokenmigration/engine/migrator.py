@@ -123,6 +123,8 @@ class _Outcome:
     session_ids: dict[int, list[str]]
     minted: dict[int, sanctum.MintedToken]
     want_token_ids: bool = False  # the single-user path reports its token id; bulk runs need none
+    mint_for_holders: bool = False  # the exchange mints for users holding app-made tokens; runs skip them
+    sessions_already_carried: int = 0  # presented sessions the ledger already had (an earlier run or attempt)
 
 
 def plan_chunks(conn: Connection, chunk_size: int, source=None) -> list[Chunk]:
@@ -230,15 +232,20 @@ class Migrator:
     def migrate_chunk(self, chunk: Chunk, run_id: str, dry_run: bool = False) -> ChunkResult:
         """Migrate every user of the chunk that can be; safe to run again (a retry changes nothing).
 
+        Every live logged-in session of every user of the chunk gets its Laravel row, skipped users
+        included (skipping is about the token only), unless the ledger already has a row made from that
+        Express session (an earlier run, attempt or exchange carried it): one row per Express session.
+
         Sessions come from the run's index as the plan saw them. They are not checked again:
         a session that ended since then becomes a Laravel row whose random id nobody holds
         (only the exchange, which verifies the live Express session, hands ids out), and
         cleanup removes it once it is past its lifetime.
         """
         found = self.index_store(run_id).read(chunk.number)
-        result = self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run).result
-        if not dry_run and result.skip_reasons[SKIP_ALREADY_MIGRATED]:
-            # Only users already migrated can have been migrated by an earlier attempt of this run.
+        outcome = self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run)
+        result = outcome.result
+        if not dry_run and (result.skip_reasons[SKIP_ALREADY_MIGRATED] or outcome.sessions_already_carried):
+            # Only then can an earlier attempt of this run have done part of the chunk's work.
             self._count_from_ledger(result, chunk, run_id)
         return result
 
@@ -256,7 +263,7 @@ class Migrator:
         with self.engine.connect() as conn:
             migrated, carried = conn.execute(select(this_run(ledger_tokens), this_run(ledger_sessions))).one()
         earlier = migrated - result.migrated_users  # migrated by an earlier attempt of this run
-        if earlier > 0:
+        if earlier > 0 and result.skip_reasons[SKIP_ALREADY_MIGRATED]:
             result.skipped_users -= earlier
             result.skip_reasons[SKIP_ALREADY_MIGRATED] -= earlier
             if not result.skip_reasons[SKIP_ALREADY_MIGRATED]:
@@ -269,10 +276,17 @@ class Migrator:
         run_id: str,
         found_sessions: list[IndexedSession] = (),
         deliver_token: bool = False,
+        mint_for_holders: bool = False,
     ) -> UserMigration:
-        """The single-user path (admin route, exchange). Raises for 404/409 cases instead of skipping."""
+        """The single-user path (admin route, exchange). Raises for 404/409 cases instead of skipping.
+
+        ``mint_for_holders`` (the exchange): a user holding tokens the app made is migrated like any
+        other (a migration token minted next to the app's) instead of refused with ``HoldsTokens``.
+        The found sessions are carried (once) even when the user is refused as already migrated.
+        """
         outcome = self._migrate_range(-1, user_id, user_id, list(found_sessions), run_id, False,
-                                      keep_plaintext=deliver_token, want_token_ids=True)
+                                      keep_plaintext=deliver_token, want_token_ids=True,
+                                      mint_for_holders=mint_for_holders)
         result = outcome.result
         if result.migrated_users == 1:
             return UserMigration(user_id, outcome.token_ids[user_id], result.sessions_migrated,
@@ -285,12 +299,13 @@ class Migrator:
             raise errors.UserBusy(f"user {user_id} is locked by another transaction; try again")
         raise errors.UnknownUser(f"no user with id {user_id}")
 
-    def _migrate_range(self, number, lo, hi, found, run_id, dry_run, keep_plaintext=False, want_token_ids=False
-                       ) -> _Outcome:
+    def _migrate_range(self, number, lo, hi, found, run_id, dry_run, keep_plaintext=False, want_token_ids=False,
+                       mint_for_holders=False) -> _Outcome:
         by_user: dict[int, list[IndexedSession]] = defaultdict(list)
         for entry in found:
             by_user[entry.user_id].append(entry)
-        outcome = _Outcome(ChunkResult(chunk=number, dry_run=dry_run), {}, {}, {}, want_token_ids)
+        outcome = _Outcome(ChunkResult(chunk=number, dry_run=dry_run), {}, {}, {}, want_token_ids,
+                           mint_for_holders)
         # Reflect the token table before the transaction: on SQLite a second connection would wait
         # for this one's write lock.
         self.has_expires_at  # noqa: B018
@@ -298,7 +313,8 @@ class Migrator:
             locked = self._sql.lock_users(conn, UserScope(lo, hi), self.settings.sanctum_tokenable_type,
                                           lock=not dry_run, skip_locked=True)
             self._migrate_locked(conn, outcome, locked, by_user, run_id, dry_run, keep_plaintext)
-            unknown = by_user.keys() - set(locked.candidates) - set(locked.busy)
+            unknown = (by_user.keys() - set(locked.candidates) - set(locked.migrated) - set(locked.holders)
+                       - set(locked.busy))
             if unknown:  # sessions of users that are not in the users table
                 unknown -= self._existing(conn, unknown)
             for uid in sorted(unknown):
@@ -345,33 +361,59 @@ class Migrator:
 
     def _migrate_locked(self, conn, outcome, locked, by_user, run_id, dry_run, keep_plaintext) -> None:
         result = outcome.result
-        candidates = locked.candidates
-        result.processed_users += len(candidates) + locked.already_migrated + locked.holds_tokens
-        result.skipped_users += locked.already_migrated + locked.holds_tokens
-        if locked.already_migrated:
-            result.skip_reasons[SKIP_ALREADY_MIGRATED] += locked.already_migrated
-        if locked.holds_tokens:
-            result.skip_reasons[SKIP_HAS_TOKENS] += locked.holds_tokens
+        if outcome.mint_for_holders:
+            candidates, holders = sorted(locked.candidates + locked.holders), []
+        else:
+            candidates, holders = locked.candidates, locked.holders
+        result.processed_users += len(candidates) + len(locked.migrated) + len(holders)
+        result.skipped_users += len(locked.migrated) + len(holders)
+        if locked.migrated:
+            result.skip_reasons[SKIP_ALREADY_MIGRATED] += len(locked.migrated)
+        if holders:
+            result.skip_reasons[SKIP_HAS_TOKENS] += len(holders)
         result.migrated_users += len(candidates)
-        result.sessions_migrated += sum(len(by_user.get(uid, ())) for uid in candidates)
-        if candidates and not dry_run:
-            self._write(conn, outcome, candidates, by_user, run_id, keep_plaintext)
+        # Skipping is about the token only: every locked user's sessions are carried, once each.
+        found = [entry for uid in sorted(by_user.keys() & {*candidates, *locked.migrated, *holders})
+                 for entry in by_user[uid]]
+        hashes = [session_fingerprint(e.session_id) for e in found]
+        if found:
+            # One range scan of the ledger's key; on a first run it finds nothing. Users are locked, and
+            # the exchange locks the user too, so nobody carries one of these sessions meanwhile.
+            carried = self._carried_sources(conn, found)
+            if carried:
+                kept = [i for i, (e, h) in enumerate(zip(found, hashes, strict=True))
+                        if (e.user_id, h) not in carried]
+                outcome.sessions_already_carried += len(found) - len(kept)
+                found, hashes = [found[i] for i in kept], [hashes[i] for i in kept]
+        result.sessions_migrated += len(found)
+        if (candidates or found) and not dry_run:
+            self._write(conn, outcome, candidates, found, hashes, run_id, keep_plaintext)
 
-    def _write(self, conn, outcome, candidates, by_user, run_id, keep_plaintext) -> None:
+    @staticmethod
+    def _carried_sources(conn: Connection, found: list[IndexedSession]) -> set[tuple[int, str]]:
+        """(user id, source hash) of the ledgered rows of these sessions' users: sessions already carried."""
+        user_ids = sorted({e.user_id for e in found})
+        rows = conn.execute(
+            select(ledger_sessions.c.user_id, ledger_sessions.c.source_hash)
+            .where(ledger_sessions.c.user_id.between(user_ids[0], user_ids[-1]),
+                   ledger_sessions.c.source_hash.is_not(None))
+        )
+        return {(int(uid), sh) for uid, sh in rows}
+
+    def _write(self, conn, outcome, candidates, found, hashes, run_id, keep_plaintext) -> None:
         s = self.settings
         minted = sanctum.mint_tokens(len(candidates), s.sanctum_token_prefix)
         token_batch = TokenBatch(candidates, [tok.hash for tok in minted])
         if keep_plaintext:
             outcome.minted.update(zip(candidates, minted, strict=True))
         del minted  # bulk runs never deliver: drop every plaintext now
-        found = [entry for uid in candidates for entry in by_user.get(uid, ())]
         session_batch = SessionBatch(
             ids=new_session_ids(len(found)),
             user_ids=[e.user_id for e in found],
             csrf_tokens=new_csrf_tokens(len(found)),
             ip_addresses=[clean_ip(e.ip_address) for e in found],
             user_agents=[clean_user_agent(e.user_agent) for e in found],
-            source_hashes=[session_fingerprint(e.session_id) for e in found],
+            source_hashes=hashes,
         )
         now = utcnow()
         ctx = WriteContext(

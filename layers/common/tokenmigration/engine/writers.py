@@ -26,12 +26,21 @@ from tokenmigration.formats.laravel_session import PayloadFactory
 
 @dataclass(slots=True)
 class LockedUsers:
-    """What one pass found: users to migrate, users to skip, and users another transaction holds."""
+    """What one pass found: users to migrate, users to skip (already migrated, or holding tokens the app
+    made), and users another transaction holds. Every list is in id order."""
 
     candidates: list[int] = field(default_factory=list)
-    already_migrated: int = 0
-    holds_tokens: int = 0
+    migrated: list[int] = field(default_factory=list)
+    holders: list[int] = field(default_factory=list)
     busy: list[int] = field(default_factory=list)
+
+    @property
+    def already_migrated(self) -> int:
+        return len(self.migrated)
+
+    @property
+    def holds_tokens(self) -> int:
+        return len(self.holders)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +129,8 @@ class PostgresChunkSql:
                 FROM held LEFT JOIN holders ON holders.id = held.id
             )
             SELECT (SELECT string_agg(id::text, ',' ORDER BY id) FROM classified WHERE NOT migrated AND NOT holds),
-                   (SELECT count(*) FROM classified WHERE migrated),
-                   (SELECT count(*) FROM classified WHERE holds),
+                   (SELECT string_agg(id::text, ',' ORDER BY id) FROM classified WHERE migrated),
+                   (SELECT string_agg(id::text, ',' ORDER BY id) FROM classified WHERE holds),
                    {busy}
         """)
         params = {"tokenable_type": tokenable_type}
@@ -129,11 +138,11 @@ class PostgresChunkSql:
             params["ids"] = ",".join(str(int(i)) for i in scope.ids)
         else:
             params.update(lo=scope.lo, hi=scope.hi)
-        candidates, already, holders, busy_ids = conn.execute(statement, params).one()
-        return LockedUsers(_ids(candidates), already, holders, _ids(busy_ids))
+        candidates, migrated, holders, busy_ids = conn.execute(statement, params).one()
+        return LockedUsers(_ids(candidates), _ids(migrated), _ids(holders), _ids(busy_ids))
 
     def write(self, conn, ctx, tokens, sessions):
-        if not tokens.user_ids:
+        if not tokens.user_ids and not sessions.ids:
             return {}
         expires_col = ", expires_at" if ctx.has_expires_at else ""
         expires_val = ", CAST(:expires_at AS timestamp)" if ctx.has_expires_at else ""
@@ -184,8 +193,9 @@ class PostgresChunkSql:
         params = {
             "token_users": ",".join(map(str, tokens.user_ids)),
             "token_hashes": ",".join(tokens.hashes),
-            "token_lo": min(tokens.user_ids),
-            "token_hi": max(tokens.user_ids),
+            # an empty range when only skipped users' sessions are written
+            "token_lo": min(tokens.user_ids, default=0),
+            "token_hi": max(tokens.user_ids, default=-1),
             "session_ids": ",".join(sessions.ids),
             "session_users": ",".join(map(str, sessions.user_ids)),
             "csrf_tokens": ",".join(sessions.csrf_tokens),
@@ -215,6 +225,7 @@ class GenericChunkSql:
             query = query.with_for_update(skip_locked=skip_locked)
         rows = conn.execute(query).all()
         fresh = [uid for uid, migrated_at in rows if migrated_at is None]
+        migrated = [uid for uid, migrated_at in rows if migrated_at is not None]
         holders: set[int] = set()
         for start in range(0, len(fresh), 500):
             holders.update(conn.execute(
@@ -222,11 +233,27 @@ class GenericChunkSql:
                     tokens.c.tokenable_type == tokenable_type, tokens.c.tokenable_id.in_(fresh[start : start + 500])
                 )
             ).scalars())
-        return LockedUsers([uid for uid in fresh if uid not in holders], len(rows) - len(fresh), len(holders))
+        return LockedUsers([uid for uid in fresh if uid not in holders], migrated,
+                           [uid for uid in fresh if uid in holders])
 
     def write(self, conn, ctx, tokens_, sessions_):
-        if not tokens_.user_ids:
-            return {}
+        new_ids = self._write_tokens(conn, ctx, tokens_) if tokens_.user_ids else {}
+        if sessions_.ids:
+            payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
+            conn.execute(insert(sessions), [
+                {"id": sid, "user_id": uid, "ip_address": ip, "user_agent": ua, "payload": payload,
+                 "last_activity": ctx.last_activity}
+                for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
+                                                     sessions_.user_agents, payloads, strict=True)
+            ])
+            conn.execute(insert(ledger_sessions), [
+                {"session_id": sid, "user_id": uid, "run_id": ctx.run_id, "source_hash": sh, "created_at": ctx.now}
+                for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
+            ])
+        return new_ids
+
+    @staticmethod
+    def _write_tokens(conn, ctx, tokens_) -> dict[int, int]:
         values = {
             "tokenable_type": ctx.tokenable_type,
             "name": ctx.token_name,
@@ -238,15 +265,12 @@ class GenericChunkSql:
             values["expires_at"] = ctx.expires_at
         conn.execute(insert(tokens), [{**values, "tokenable_id": uid, "token": h}
                                       for uid, h in zip(tokens_.user_ids, tokens_.hashes, strict=True)])
-        # These users held no token before and the chunk holds their rows, so their tokens are ours.
-        user_ids = tokens_.user_ids
+        # Found again by their hashes (unique): a user minted for may also hold tokens the app made.
+        user_ids, hashes = tokens_.user_ids, tokens_.hashes
         new_ids: dict[int, int] = {}
-        for start in range(0, len(user_ids), 500):
+        for start in range(0, len(hashes), 500):
             new_ids.update(conn.execute(
-                select(tokens.c.tokenable_id, tokens.c.id).where(
-                    tokens.c.tokenable_type == ctx.tokenable_type,
-                    tokens.c.tokenable_id.in_(user_ids[start : start + 500]),
-                )
+                select(tokens.c.tokenable_id, tokens.c.id).where(tokens.c.token.in_(hashes[start : start + 500]))
             ).all())
         conn.execute(insert(ledger_tokens), [
             {"token_id": tid, "user_id": uid, "run_id": ctx.run_id, "created_at": ctx.now}
@@ -260,18 +284,6 @@ class GenericChunkSql:
         )
         conn.execute(ledger_failures.delete().where(ledger_failures.c.user_id == bindparam("uid")),
                      [{"uid": uid} for uid in user_ids])
-        if sessions_.ids:
-            payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
-            conn.execute(insert(sessions), [
-                {"id": sid, "user_id": uid, "ip_address": ip, "user_agent": ua, "payload": payload,
-                 "last_activity": ctx.last_activity}
-                for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
-                                                     sessions_.user_agents, payloads, strict=True)
-            ])
-            conn.execute(insert(ledger_sessions), [
-                {"session_id": sid, "user_id": uid, "run_id": ctx.run_id, "source_hash": sh, "created_at": ctx.now}
-                for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
-            ])
         return new_ids
 
 

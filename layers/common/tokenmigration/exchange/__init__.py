@@ -10,12 +10,14 @@ An API handler builds one ``ExchangeService`` per process and, per request::
     return 200, result.body(), result.headers()
 """
 
+from tokenmigration.exchange.bridge import BridgeRequest, BridgeResult, parse_bridge_request
 from tokenmigration.exchange.errors import (
+    BridgeOff,
     ExchangeDisabled,
     ExchangeError,
-    HoldsTokens,
     InvalidGrant,
     InvalidRequest,
+    SlowDown,
     TooManyRequests,
     UserBusy,
 )
@@ -26,26 +28,31 @@ from tokenmigration.exchange.request import (
     ExchangeRequest,
     parse_exchange_request,
 )
-from tokenmigration.exchange.service import EXCHANGE_RUN_ID, ExchangeResult, ExchangeService
+from tokenmigration.exchange.service import BRIDGE_RUN_ID, EXCHANGE_RUN_ID, ExchangeResult, ExchangeService
 from tokenmigration.exchange.throttle import FailureThrottle, InMemoryFailureThrottle, RedisFailureThrottle
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
+    "BRIDGE_RUN_ID",
     "EXCHANGE_RUN_ID",
     "GRANT_TYPE",
     "SUBJECT_TOKEN_TYPE",
+    "BridgeOff",
+    "BridgeRequest",
+    "BridgeResult",
     "ExchangeDisabled",
     "ExchangeError",
     "ExchangeRequest",
     "ExchangeResult",
     "ExchangeService",
     "FailureThrottle",
-    "HoldsTokens",
     "InMemoryFailureThrottle",
     "InvalidGrant",
     "InvalidRequest",
     "RedisFailureThrottle",
+    "SlowDown",
     "TooManyRequests",
     "UserBusy",
+    "parse_bridge_request",
     "parse_exchange_request",
 ]

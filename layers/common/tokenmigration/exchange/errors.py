@@ -56,18 +56,6 @@ class ExchangeDisabled(ExchangeError):
     error = "exchange_disabled"
 
 
-class HoldsTokens(ExchangeError):
-    """409: a valid session of a user never migrated who already holds Sanctum tokens the app made.
-
-    The bulk run skips such users on purpose (they already use the Laravel app); the exchange keeps
-    that rule rather than adding a second, migration-made way in.
-    """
-
-    status = 409
-    error = "has_tokens"
-    description = "the user already holds Sanctum tokens issued by the application; sign in there"
-
-
 class UserBusy(ExchangeError):
     """409: another transaction held the user's row past MIGRATION_LOCK_TIMEOUT_MS; retrying is safe."""
 
@@ -84,3 +72,23 @@ class TooManyRequests(ExchangeError):
 
     status = 429
     error = "too_many_requests"
+
+
+class BridgeOff(ExchangeError):
+    """403 on the bridge: the exchange is switched off or the app is token-only; the caller backs off."""
+
+    status = 403
+    error = "bridge_off"
+
+    def __init__(self, auth_mode: str, exchange_enabled: bool) -> None:
+        super().__init__()
+        self.auth_mode, self.exchange_enabled = auth_mode, exchange_enabled
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.error, "auth_mode": self.auth_mode, "exchange_enabled": self.exchange_enabled}
+
+
+class SlowDown(TooManyRequests):
+    """429 on the bridge: the browser's address or its Express session failed too often in this window."""
+
+    error = "slow_down"

@@ -9,8 +9,16 @@
    user looked up by primary key (a dummy id when there is no logged-in user). Bad signature, missing
    or expired key, anonymous or unreadable session and unknown user all end in the one
    ``InvalidGrant`` (401 ``{"error": "invalid_grant"}``), counted as a failure of the source.
+
+``ExchangeService.bridge(request)`` is the same for the Laravel app's server (``POST /auth/migration/bridge``,
+IAM): it answers the id of the Laravel session row carrying this very Express session (created and
+ledgered if needed, one per Express session) instead of a token, migrates the user on the spot if needed
+(without rotating or delivering any token), and counts failures per browser address and per Express
+session id, never per caller (``exchange.bridge``).
 3. A user not migrated yet is migrated on the spot by ``Migrator.migrate_user`` (run id ``exchange``)
-   with the presented session as its only session, and the plaintext is delivered. A migrated user's
+   with the presented session as its only session, and the plaintext is delivered; a user holding
+   tokens the app made is no exception (api.md: the exchange serves every holder of a valid session,
+   and a bulk run skipped such a user for the token only). A migrated user's
    migration token gets a fresh plaintext by ``Migrator.rotate_migration_token``: one UPDATE of the
    stored hash, so the token id and ``users.migration_token_id`` stay, earlier plaintexts die, and a
    retried exchange ends with one working token. A user never holds two live migration tokens.
@@ -20,10 +28,6 @@
 
 Decisions where the contract is silent:
 
-- A user never migrated who holds Sanctum tokens the app made: ``HoldsTokens`` (409 ``has_tokens``).
-  The bulk run skips such users on purpose (they already use the Laravel app) and the admin route
-  answers 409 for them; the exchange keeps the rule instead of adding a second, migration-made token.
-  The caller proved a valid session, so saying so leaks nothing to someone without one.
 - A migrated user whose migration token is gone (the app revoked it, cleanup pruned it) or expired:
   ``InvalidGrant``. A rotation never mints a second token and never extends a token's life (the
   migration grace period is what ``MIGRATION_TOKEN_EXPIRES_DAYS`` says); the client signs in again.
@@ -49,7 +53,8 @@ from tokenmigration.engine import errors as engine_errors
 from tokenmigration.engine.clock import utcnow
 from tokenmigration.engine.migrator import IssuedToken, Migrator, UserStatus
 from tokenmigration.engine.session_index import IndexedSession
-from tokenmigration.exchange.errors import NO_STORE, HoldsTokens, InvalidGrant, TooManyRequests, UserBusy
+from tokenmigration.exchange.bridge import BridgeRequest, BridgeResult
+from tokenmigration.exchange.errors import NO_STORE, InvalidGrant, SlowDown, TooManyRequests, UserBusy
 from tokenmigration.exchange.request import (
     ACCESS_TOKEN_TYPE,
     ExchangeRequest,
@@ -69,6 +74,7 @@ from tokenmigration.redis_client import RedisLike
 logger = logging.getLogger(__name__)
 
 EXCHANGE_RUN_ID = "exchange"  # the ledger's run id for everything the exchange creates
+BRIDGE_RUN_ID = "bridge"  # ... and the bridge
 TOKEN_TYPE = "Bearer"
 _DUMMY_USER_ID = -1  # no users.id is negative: the lookup costs what a real one costs and finds nothing
 
@@ -183,13 +189,11 @@ class ExchangeService:
     def _issue(self, entry: IndexedSession, user: UserStatus) -> tuple[IssuedToken, bool]:
         if not user.migrated:
             try:
-                migration = self.migrator.migrate_user(entry.user_id, self.run_id, [entry], deliver_token=True)
+                migration = self.migrator.migrate_user(entry.user_id, self.run_id, [entry], deliver_token=True,
+                                                       mint_for_holders=True)
                 return self.migrator.issued_token(migration), True
             except engine_errors.AlreadyMigrated:
                 pass  # a concurrent exchange (or run) migrated the user first: rotate theirs
-            except engine_errors.HoldsTokens:
-                logger.info("exchange refused: user %s holds application tokens", entry.user_id)
-                raise HoldsTokens() from None
             except engine_errors.UserBusy:
                 logger.info("exchange refused: user %s is locked", entry.user_id)
                 raise UserBusy() from None
@@ -210,3 +214,44 @@ class ExchangeService:
         value = session_cookie_value(s.laravel_session_cookie, laravel_session_id, self._app_key)
         return set_cookie_header(s.laravel_session_cookie, value, max_age=s.laravel_session_lifetime * 60,
                                  secure=s.laravel_session_secure, domain=s.laravel_session_domain)
+
+    # --- the bridge (the Laravel app's server, IAM) -------------------------------------------------------
+
+    def bridge(self, request: BridgeRequest) -> BridgeResult:
+        """The Laravel session carrying this browser's Express login (the flags are the caller's to check)."""
+        sources = request.throttle_sources()
+        if any(self.throttle.blocked(source) for source in sources):
+            logger.info("bridge refused: browser address or session over its failure limit")
+            raise SlowDown(retry_after=self.throttle.window_seconds)
+        resolved = self._resolve(request.session_cookie)
+        if resolved is None:
+            for source in sources:
+                self.throttle.record_failure(source)
+            logger.info("bridge refused: invalid_grant")
+            raise InvalidGrant()
+        user_id = resolved.user.user_id
+        entry = IndexedSession(resolved.session_id, user_id, request.client_ip or resolved.parsed.ip_address,
+                               resolved.parsed.user_agent)
+        migrated_now = False
+        if not resolved.user.migrated:
+            migrated_now = self._migrate_for_bridge(entry)
+        try:
+            session_id = self.migrator.session_for_express_session(entry, BRIDGE_RUN_ID)
+        except (engine_errors.NotMigrated, engine_errors.UnknownUser):  # rolled back or deleted meanwhile
+            raise InvalidGrant() from None
+        logger.info("bridge: user %s %s", user_id, "migrated now" if migrated_now else "already migrated")
+        return BridgeResult(user_id=user_id, session_id=session_id,
+                            lifetime_minutes=self.settings.laravel_session_lifetime,
+                            session_cookie_name=self.settings.laravel_session_cookie, migrated_now=migrated_now)
+
+    def _migrate_for_bridge(self, entry: IndexedSession) -> bool:
+        try:
+            self.migrator.migrate_user(entry.user_id, BRIDGE_RUN_ID, [entry], mint_for_holders=True)
+            return True
+        except engine_errors.AlreadyMigrated:
+            return False  # a concurrent request (or run) migrated the user first
+        except engine_errors.UserBusy:
+            logger.info("bridge refused: user %s is locked", entry.user_id)
+            raise UserBusy() from None
+        except engine_errors.UnknownUser:  # deleted since the lookup
+            raise InvalidGrant() from None

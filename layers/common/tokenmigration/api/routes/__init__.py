@@ -4,6 +4,7 @@ OpenAPI builder registers them all (``ALL``)."""
 from __future__ import annotations
 
 from tokenmigration.api.routes import (
+    bridge,
     cleanup,
     complete,
     errors,
@@ -16,4 +17,5 @@ from tokenmigration.api.routes import (
     stats,
 )
 
-ALL = (start, progress, complete, rollback, stats, cleanup, errors, migrate_user, rollback_user, exchange)
+ALL = (start, progress, complete, rollback, stats, cleanup, errors, migrate_user, rollback_user, exchange,
+       bridge)

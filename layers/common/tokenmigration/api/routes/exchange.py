@@ -26,7 +26,8 @@ Public (no IAM; API Gateway method throttling applies). A client that still hold
 trades it for a Sanctum token, in the shape of OAuth 2.0 Token Exchange (RFC 8693). The session comes as the
 `connect.sid` cookie (name configurable) or as a JSON or form body: `grant_type` =
 `urn:ietf:params:oauth:grant-type:token-exchange`, `subject_token` = the cookie value, `subject_token_type` =
-`urn:tokenmigration:express-session`. A user not migrated yet is migrated on the spot; a migrated user's
+`urn:tokenmigration:express-session`. A user not migrated yet is migrated on the spot (a user holding tokens
+the app made too: a migration token is minted next to them); a migrated user's
 migration token gets a fresh secret (same token id), so a retried exchange ends with one working token.
 With the Laravel app key configured the answer also sets the Laravel session cookie of the user's migrated
 session. Every bad session answers the same 401 `invalid_grant`; repeated failures from one source get 429.
@@ -52,7 +53,7 @@ def register(app: APIGatewayRestResolver) -> None:
                   "content": {"application/json": {"model": OAuthError}}},
             403: {"description": "The exchange is switched off (exchange_enabled flag).",
                   "content": {"application/json": {"model": OAuthError}}},
-            409: {"description": "The user holds tokens the app made, or is busy: retry.",
+            409: {"description": "The user's row is held by another transaction: retry (`user_locked`).",
                   "content": {"application/json": {"model": OAuthError}}},
             429: {"description": "Too many failed attempts from this source.",
                   "content": {"application/json": {"model": OAuthError}}},
