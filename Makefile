@@ -39,6 +39,11 @@ coverage: install
 bench: install
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
+# The Laravel bridge's first request vs an ordinary one, through the local twin (bench/bridge_bench.py).
+.PHONY: bench-laravel-bridge
+bench-laravel-bridge: install browser-deps
+	$(PY) bench/bridge_bench.py $(BENCH_ARGS)
+
 # The browser test's Express app: the npm packages pinned by its package-lock.json.
 EXPRESS_APP := tests/bridge/express_app
 .PHONY: browser-deps

@@ -26,6 +26,7 @@ BRIDGE_PACKAGE = REPO / "integrations" / "laravel"
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER_BINARY", "/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
+NAVIGATION_LIMIT = 60.0  # seconds a form submission may take: a bound, never a timing assertion
 START_LIMIT = 60.0  # seconds a server may take to start listening: a bound, never a timing assertion
 
 
@@ -210,20 +211,32 @@ class Browser:
         return self.who()
 
     def who(self) -> str:
+        """The page's "logged in as ..." line; a page without one (an error page) fails with its text."""
         from selenium.webdriver.common.by import By
 
-        return self.driver.find_element(By.ID, "who").text
+        found = self.driver.find_elements(By.ID, "who")
+        if not found:
+            text = self.driver.find_element(By.TAG_NAME, "body").text
+            pytest.fail(f"{self.name}: {self.driver.current_url} shows no #who line: {text[:1500]!r}")
+        return found[0].text
 
     def title(self) -> str:
         return self.driver.title
 
     def log_in(self, username: str, password: str) -> str:
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
 
         self.open("/")
+        form_page = self.driver.find_element(By.ID, "who")
         self.driver.find_element(By.ID, "username").send_keys(username)
         self.driver.find_element(By.ID, "password").send_keys(password)
         self.driver.find_element(By.ID, "login").click()
+        # click() does not wait for the form's POST and redirect: wait until the form page is gone.
+        wait = WebDriverWait(self.driver, NAVIGATION_LIMIT)
+        wait.until(expected_conditions.staleness_of(form_page))
+        wait.until(expected_conditions.presence_of_element_located((By.ID, "who")))
         return self.who()
 
     def cookies(self) -> dict[str, dict]:
