@@ -5,6 +5,7 @@ name a row Laravel accepts as the user's login."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from sqlalchemy import func, select
@@ -21,6 +22,7 @@ from tokenmigration.exchange import (
     InvalidGrant,
     InvalidRequest,
     SlowDown,
+    UserBusy,
     parse_bridge_request,
 )
 from tokenmigration.exchange.bridge import claimed_session_id
@@ -149,6 +151,44 @@ def test_an_expired_laravel_row_is_replaced_by_one_row(bridge_service, bsettings
         conn.execute(sessions.update().where(sessions.c.id == old).values(last_activity=stale))
     new = ask(bridge_service, wire_cookie(sid)).session_id
     assert new != old and laravel_row(db_engine, new).user_id == 1
+    with db_engine.connect() as conn:  # the dead row went, with its ledger row: one row per Express session
+        assert conn.execute(select(sessions.c.id)).scalars().all() == [new]
+        assert conn.execute(select(ledger_sessions.c.session_id)).scalars().all() == [new]
+
+
+def test_a_row_laravel_gave_to_another_user_is_left_alone(bridge_service, db_engine, redis_client):
+    add_users(db_engine, [1, 2])
+    sid = live_session(redis_client, 1)
+    old = ask(bridge_service, wire_cookie(sid)).session_id
+    with db_engine.begin() as conn:
+        conn.execute(sessions.update().where(sessions.c.id == old).values(user_id=2))
+    new = ask(bridge_service, wire_cookie(sid)).session_id
+    assert new != old
+    with db_engine.connect() as conn:
+        assert sorted(conn.execute(select(sessions.c.id)).scalars().all()) == sorted([old, new])
+
+
+def test_concurrent_calls_for_one_session_end_with_one_row(bridge_service, db_engine, redis_client):
+    add_users(db_engine, [1])
+    cookie = wire_cookie(live_session(redis_client, 1))
+    answers, failures = [], []
+
+    def call():
+        try:
+            answers.append(ask(bridge_service, cookie).session_id)
+        except Exception as exc:  # UserBusy is allowed: the caller retries; anything else fails the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(isinstance(f, UserBusy) for f in failures), failures
+    assert answers and len(set(answers)) == 1
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_sessions)).scalar_one() == 1
+    assert len(migration_tokens(db_engine, 1)) == 1
 
 
 @pytest.mark.parametrize("kind", ["forged", "unknown_session", "anonymous", "unknown_user", "garbage"])

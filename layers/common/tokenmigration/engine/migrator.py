@@ -12,7 +12,20 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, insert, literal_column, or_, select, text, union, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    union,
+    update,
+)
 
 from tokenmigration.config import ConfigError, Settings
 from tokenmigration.db.connection import is_mysql
@@ -512,8 +525,10 @@ class Migrator:
         session row still exists, still belongs to the user (Laravel rewrites ``user_id`` on every
         request and drops the row on logout) and is not past ``LARAVEL_SESSION_LIFETIME``; its
         ``last_activity`` is touched, as any Laravel request would. Otherwise a new row is written and
-        ledgered (with the source hash), so rollback removes it. The user row is locked meanwhile, so
-        concurrent exchanges of one session end with one row. Raises ``NotMigrated`` / ``UnknownUser``.
+        ledgered (with the source hash), so rollback removes it, and the dead rows it replaces (past their
+        lifetime, or logged out) go with their ledger rows: one Laravel row per Express session. The user
+        row is locked meanwhile, so concurrent exchanges of one session end with one row. Raises
+        ``NotMigrated`` / ``UnknownUser``.
         """
         s = self.settings
         user_id = entry.user_id
@@ -543,6 +558,7 @@ class Migrator:
             if found is not None:
                 conn.execute(update(sessions).where(sessions.c.id == found.id).values(last_activity=now_ts))
                 return found.id
+            self._drop_replaced(conn, user_id, fingerprint)
             session_id = new_session_ids(1)[0]
             conn.execute(insert(sessions).values(
                 id=session_id,
@@ -556,6 +572,18 @@ class Migrator:
                 user_id=user_id, session_id=session_id, run_id=run_id, source_hash=fingerprint, created_at=now,
             ))
         return session_id
+
+    @staticmethod
+    def _drop_replaced(conn: Connection, user_id: int, fingerprint: str) -> None:
+        """Remove the dead rows carried from this Express session (expired, or no longer logged in) and
+        the ledger rows of every row that is gone. A row Laravel gave to someone else stays, ledgered."""
+        carried = (ledger_sessions.c.user_id == user_id) & (ledger_sessions.c.source_hash == fingerprint)
+        conn.execute(delete(sessions).where(
+            sessions.c.id.in_(select(ledger_sessions.c.session_id).where(carried)),
+            or_(sessions.c.user_id == user_id, sessions.c.user_id.is_(None)),
+        ))
+        conn.execute(delete(ledger_sessions).where(
+            carried, ~exists().where(sessions.c.id == ledger_sessions.c.session_id)))
 
     # --- rollback ---------------------------------------------------------------------------
 

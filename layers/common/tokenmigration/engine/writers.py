@@ -329,15 +329,37 @@ class MysqlChunkSql:
             holders = {int(uid) for (uid,) in cur.fetchall()}
             holders.intersection_update(fresh)
         cur.close()
-        return LockedUsers([uid for uid in fresh if uid not in holders], len(held) - len(fresh), len(holders),
-                           busy)
+        migrated = [int(uid) for uid, is_migrated in held if is_migrated]
+        return LockedUsers([uid for uid in fresh if uid not in holders], migrated,
+                           [uid for uid in fresh if uid in holders], busy)
 
     def write(self, conn, ctx, tokens_, sessions_):
-        if not tokens_.user_ids:
+        if not tokens_.user_ids and not sessions_.ids:
             return {}
         cur = _cursor(conn)
         now = _literal(conn, ctx.now.strftime("%Y-%m-%d %H:%M:%S"))
         run_id = _literal(conn, ctx.run_id)
+        new_ids = self._write_tokens(conn, cur, ctx, tokens_, now, run_id) if tokens_.user_ids else {}
+        if sessions_.ids:
+            payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
+            escape = _escaper(conn)
+            last_activity = int(ctx.last_activity)
+            _insert_rows(cur, "INSERT INTO sessions (id, user_id, ip_address, user_agent, payload, last_activity) "
+                              "VALUES ", (
+                f"('{_alnum(sid)}',{int(uid)},{escape(ip)},{escape(ua)},'{payload}',{last_activity})"
+                for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
+                                                     sessions_.user_agents, payloads, strict=True)
+            ))
+            _insert_rows(cur, "INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, "
+                              "created_at) VALUES ", (
+                f"({int(uid)},'{_alnum(sid)}',{run_id},'{_hex(sh)}',{now})"
+                for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
+            ))
+        cur.close()
+        return new_ids
+
+    @staticmethod
+    def _write_tokens(conn, cur, ctx, tokens_, now: str, run_id: str) -> dict[int, int]:
         tokenable_type = _literal(conn, ctx.tokenable_type)
         hashes = ",".join(f"'{_hex(h)}'" for h in tokens_.hashes)
         user_ids = ",".join(str(int(uid)) for uid in tokens_.user_ids)
@@ -360,26 +382,10 @@ class MysqlChunkSql:
                     f"SET u.migrated_to_sanctum_at = {now}, u.migration_token_id = t.id "
                     f"WHERE t.token IN ({hashes}) AND u.id BETWEEN {min(tokens_.user_ids)} AND {max(tokens_.user_ids)}")
         cur.execute(f"DELETE FROM token_migration_failures WHERE user_id IN ({user_ids})")
-        if sessions_.ids:
-            payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
-            escape = _escaper(conn)
-            last_activity = int(ctx.last_activity)
-            _insert_rows(cur, "INSERT INTO sessions (id, user_id, ip_address, user_agent, payload, last_activity) "
-                              "VALUES ", (
-                f"('{_alnum(sid)}',{int(uid)},{escape(ip)},{escape(ua)},'{payload}',{last_activity})"
-                for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
-                                                     sessions_.user_agents, payloads, strict=True)
-            ))
-            _insert_rows(cur, "INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, "
-                              "created_at) VALUES ", (
-                f"({int(uid)},'{_alnum(sid)}',{run_id},'{_hex(sh)}',{now})"
-                for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
-            ))
         new_ids: dict[int, int] = {}
         if ctx.want_token_ids:
             cur.execute(f"SELECT tokenable_id, id FROM personal_access_tokens WHERE token IN ({hashes})")
             new_ids = {int(uid): int(tid) for uid, tid in cur.fetchall()}
-        cur.close()
         return new_ids
 
 
