@@ -6,6 +6,7 @@ a user runs them, in their own process, against the test PostgreSQL and Redis.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,87 @@ def test_every_option_has_help_text(command):
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     assert all(action.help for action in sub._actions), [a.dest for a in sub._actions if not a.help]
+
+
+# --- 4, 7: a failed run says why, on every surface; Ctrl-C while watching says the run goes on -----------------
+
+
+KEY, SECRET, REGION = "AKIAOPSERRORSTEST001", "ops-errors-test-secret-access-key", "us-east-1"
+
+
+@pytest.fixture
+def unreachable_redis_server(pg_engine, monkeypatch):
+    """The twin against a Redis nobody listens on: every run's plan fails (after the ASL's retries, not slept)."""
+    from types import SimpleNamespace
+
+    from moto.stepfunctions.parser.asl.component.common.retry import retrier_decl
+
+    from tokenmigration.local.server import Credentials, start_in_background
+    from tokenmigration.local.twin import LocalTwin
+
+    monkeypatch.setattr(retrier_decl, "time", SimpleNamespace(sleep=lambda _seconds: None))
+    twin = LocalTwin(database_url=pg_engine.url.render_as_string(hide_password=False),
+                     redis_url="redis://127.0.0.1:1/0", log_level="CRITICAL",
+                     extra_env={"FLAGS_MAX_AGE_SECONDS": "0", "POWERTOOLS_METRICS_DISABLED": "true"})
+    running = start_in_background(twin, Credentials(KEY, SECRET, REGION))
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def api_cli(server, *argv: str):
+    import io
+
+    from botocore.credentials import Credentials as BotoCredentials
+
+    from tokenmigration.cli.api import ApiClient, cmd_api
+    from tokenmigration.cli.main import parse_args
+
+    out = io.StringIO()
+    client = ApiClient(server.url, credentials=BotoCredentials(KEY, SECRET), region=REGION)
+    code = cmd_api(parse_args(["api", "--endpoint", server.url, *argv]), client=client, out=out)
+    return code, out.getvalue()
+
+
+def test_a_failed_run_says_why_in_progress_watch_and_errors(unreachable_redis_server, pg_engine, capsys):
+    add_users(pg_engine, [1, 2])
+    code, _ = api_cli(unreachable_redis_server, "start", "--yes", "--watch", "--interval", "0.05")
+    assert code == 1
+    watched = capsys.readouterr().err
+    assert "ended FAILED: TransientRedisError" in watched and "127.0.0.1:1" in watched
+    assert "redrive-execution" in watched and "api errors --id" in watched
+
+    code, text = api_cli(unreachable_redis_server, "progress", "--json")
+    error = json.loads(text)["progress"]["error"]
+    assert error["type"] == "TransientRedisError" and "Connection refused" in error["message"]
+    code, text = api_cli(unreachable_redis_server, "progress")
+    assert "error" in text and "TransientRedisError" in text
+
+    code, text = api_cli(unreachable_redis_server, "errors")
+    assert code == 0 and "no problems" not in text
+    assert "run_failed" in text and "TransientRedisError" in text
+    code, text = api_cli(unreachable_redis_server, "errors", "--json", "--limit", "1")
+    page = json.loads(text)
+    assert [e["code"] for e in page["errors"]] == ["run_failed"] and page["errors"][0]["user_id"] is None
+
+
+def test_local_serve_warns_at_start_up_when_redis_is_unreachable(unreachable_redis_server):
+    from tokenmigration.cli.local import unreachable
+
+    warnings = unreachable(unreachable_redis_server.twin)
+    assert len(warnings) == 1 and "REDIS_URL" in warnings[0]
+
+
+def test_ctrl_c_while_watching_says_the_run_goes_on(unreachable_redis_server, monkeypatch, capsys):
+    from tokenmigration.cli import api
+
+    def interrupted(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "watch", interrupted)
+    code, _ = api_cli(unreachable_redis_server, "progress", "--id", "migration-x", "--watch")
+    err = capsys.readouterr().err
+    assert code == 130
+    assert "goes on" in err and "api progress --id migration-x --watch" in err
+    assert "run again" not in err

@@ -14,6 +14,7 @@ API_FIELDS = [
     "migration_id", "kind", "status", "dry_run", "total_users", "processed_users", "migrated_users",
     "skipped_users", "failed_migrations", "sessions_migrated", "current_batch", "total_batches", "percentage",
     "started_at", "updated_at", "finished_at", "estimated_completion",
+    "error",  # not in the contract's list: this project's addition, null unless the run failed
 ]
 
 
@@ -30,7 +31,7 @@ def test_shape_of_a_fresh_run(ledger: RunLedger):
         "total_users": 0, "processed_users": 0, "migrated_users": 0, "skipped_users": 0, "failed_migrations": 0,
         "sessions_migrated": 0, "current_batch": 0, "total_batches": 0, "percentage": 0.0,
         "started_at": "2025-03-01T12:00:00Z", "updated_at": "2025-03-01T12:00:00Z", "finished_at": None,
-        "estimated_completion": None,
+        "estimated_completion": None, "error": None,
     }
 
 

@@ -38,7 +38,7 @@ def test_progress_of_the_latest_run(api, stack):
     assert set(progress) == {
         "migration_id", "kind", "status", "dry_run", "total_users", "processed_users", "migrated_users",
         "skipped_users", "failed_migrations", "sessions_migrated", "current_batch", "total_batches", "percentage",
-        "started_at", "updated_at", "finished_at", "estimated_completion",
+        "started_at", "updated_at", "finished_at", "estimated_completion", "error",
     }
     assert progress["migration_id"] == run_id and progress["kind"] == "migration"
     assert progress["status"] == "RUNNING"

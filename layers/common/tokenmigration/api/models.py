@@ -53,7 +53,7 @@ def _blank_is_absent(value: Any) -> Any:
 
 
 # Constraints first, validators last: the validator runs before them, and the JSON schema keeps them.
-UserId = Annotated[int, at.Ge(1), BeforeValidator(_user_id_digits)]
+UserId = Annotated[int, at.Ge(1), at.Le(MAX_USER_ID), BeforeValidator(_user_id_digits)]
 RunId = Annotated[Annotated[str, StringConstraints(pattern=RUN_ID_PATTERN)] | None, BeforeValidator(_blank_is_absent)]
 PageLimit = Annotated[int, at.Ge(1), at.Le(MAX_PAGE)]
 Cursor = Annotated[Annotated[str, StringConstraints(max_length=MAX_CURSOR_LENGTH)] | None,
@@ -130,6 +130,12 @@ class CompleteResponse(BaseModel):
     auth_mode: Literal["sanctum_only"] = "sanctum_only"
 
 
+class RunFailure(BaseModel):
+    type: str = Field(description="The error's name, as Step Functions reports it (e.g. TransientRedisError, "
+                      "States.Timeout).")
+    message: str
+
+
 class Progress(BaseModel):
     migration_id: str
     kind: Literal["migration", "rollback"]
@@ -148,6 +154,9 @@ class Progress(BaseModel):
     updated_at: str | None
     finished_at: str | None
     estimated_completion: str | None
+    error: RunFailure | None = Field(
+        None, description="Why the run failed or was aborted: the failing step's error type and the first line "
+        "of its message (credentials removed); null while it runs and when it succeeded.")
 
 
 class Stats(BaseModel):
@@ -190,7 +199,8 @@ class CleanupResponse(BaseModel):
 
 
 class RunError(BaseModel):
-    user_id: int | None
+    user_id: int | None = Field(description="null for the run's own failure (code run_failed or run_aborted) and "
+                                "for problems of a session no user could be read from.")
     session_id: str | None = Field(None, description="Redacted Express session id; absent when not about a session.")
     code: str
     message: str

@@ -16,7 +16,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, Tag
 
 from tokenmigration import __version__
-from tokenmigration.api.models import ErrorResponse
+from tokenmigration.api.models import MAX_USER_ID, ErrorResponse
 from tokenmigration.api.resolver import build_app
 from tokenmigration.api.routes import ALL
 from tokenmigration.api.spec import SIGV4
@@ -96,7 +96,20 @@ def _finish(document: dict[str, Any]) -> dict[str, Any]:
         others = {key: value for key, value in schemas.items() if key != name}
         if f'"#/components/schemas/{name}"' not in json.dumps({**document, "components": {"schemas": others}}):
             schemas.pop(name, None)
-    return _integral_numbers(document)
+    return _user_id_bound(_integral_numbers(document))
+
+
+def _user_id_bound(value: Any) -> Any:
+    """The userId bound, exactly: Powertools writes it as a float, 2**63, one past what the route accepts."""
+    if isinstance(value, dict):
+        if value.get("type") == "integer" and value.get("maximum") == float(MAX_USER_ID):
+            value["maximum"] = MAX_USER_ID
+        for child in value.values():
+            _user_id_bound(child)
+    elif isinstance(value, list):
+        for child in value:
+            _user_id_bound(child)
+    return value
 
 
 def _internal_error_response(document: dict[str, Any]) -> dict[str, Any]:

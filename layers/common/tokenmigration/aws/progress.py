@@ -10,7 +10,7 @@ from tokenmigration.aws.dynamo import iso, parse_iso
 PROGRESS_FIELDS: tuple[str, ...] = (
     "migration_id", "kind", "status", "dry_run", "total_users", "processed_users", "migrated_users",
     "skipped_users", "failed_migrations", "sessions_migrated", "current_batch", "total_batches",
-    "percentage", "started_at", "updated_at", "finished_at", "estimated_completion",
+    "percentage", "started_at", "updated_at", "finished_at", "estimated_completion", "error",
 )
 
 COUNTERS: tuple[str, ...] = (
@@ -63,4 +63,26 @@ def progress_from_run(run: dict[str, Any]) -> dict[str, Any]:
         "updated_at": run.get("updated_at"),
         "finished_at": run.get("finished_at"),
         "estimated_completion": estimated_completion(run),
+        "error": run_error(run),
     }
+
+
+def run_error(run: dict[str, Any]) -> dict[str, str] | None:
+    """Why the run ended without succeeding: the failing step's error type and the first line of its message
+    (credentials taken out when it was recorded), or None."""
+    text = run.get("error")
+    if not text:
+        return None
+    name, sep, message = str(text).partition(": ")
+    if not sep or " " in name:  # not "Type: message": keep it whole
+        return {"type": "Error", "message": str(text)}
+    return {"type": name, "message": message}
+
+
+def run_error_entry(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's own failure as the first entry of /errors, beside the per-user problems."""
+    error = run_error(run)
+    if error is None:
+        return None
+    status = str(run.get("status") or "FAILED").lower()
+    return {"user_id": None, "code": f"run_{status}", "message": f"{error['type']}: {error['message']}"}

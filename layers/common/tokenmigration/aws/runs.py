@@ -21,10 +21,12 @@ from typing import Any, Literal
 import boto3
 from botocore.exceptions import ClientError
 
+from tokenmigration.aws.cursor import encode_cursor
 from tokenmigration.aws.dynamo import av, backoff, cancellation_codes, error_code, from_item, iso, to_item, utcnow
 from tokenmigration.aws.error_items import ErrorItems, check_page_args
 from tokenmigration.aws.errors import RunInProgress, UnknownRun
 from tokenmigration.aws.ledger_keys import (
+    ERROR_PREFIX,
     LATEST_KEY,
     LOCK_KEY,
     PLAN_ERROR_PREFIX,
@@ -35,7 +37,7 @@ from tokenmigration.aws.ledger_keys import (
     plan_slice_error_prefix,
     run_pk,
 )
-from tokenmigration.aws.progress import progress_from_run
+from tokenmigration.aws.progress import progress_from_run, run_error_entry
 from tokenmigration.aws.settings import AwsSettings
 from tokenmigration.aws.table_schema import TTL_ATTRIBUTE
 from tokenmigration.engine.results import ChunkResult, Problem, RollbackResult
@@ -382,9 +384,18 @@ class RunLedger:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of a run's problems, in chunk order (plan problems last), and the next page's cursor."""
         check_page_args(limit, cursor)  # bad input is reported as such, even for an unknown run
-        if self.get_run(run_id) is None:
+        run = self.get_run(run_id)
+        if run is None:
             raise UnknownRun(run_id)
-        return self._errors.page(run_pk(run_id), limit, cursor)
+        entry = run_error_entry(run) if cursor is None else None
+        if entry is None:
+            return self._errors.page(run_pk(run_id), limit, cursor)
+        # The run's own failure leads the first page, within its limit: a failed run is never "no problems".
+        if limit == 1:
+            more, _ = self._errors.page(run_pk(run_id), 1, None)
+            return [entry], (encode_cursor(ERROR_PREFIX) if more else None)
+        problems, next_cursor = self._errors.page(run_pk(run_id), limit - 1, None)
+        return [entry, *problems], next_cursor
 
 
 def _check_kind(kind: str) -> None:

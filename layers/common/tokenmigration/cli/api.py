@@ -214,7 +214,22 @@ def progress_table(document: dict[str, Any]) -> str:
     rows = [(name.replace("_", " "), _cell(run.get(name))) for name in PROGRESS_FIELDS if name in run]
     rows += [("in progress", _cell(document.get("is_in_progress"))),
              ("rollback available", _cell(document.get("can_rollback")))]
+    error = run.get("error")
+    if error:
+        rows.append(("error", f"{error.get('type')}: {error.get('message')}"))
     return table(rows)
+
+
+def failure_lines(run: dict[str, Any]) -> list[str]:
+    """Why a run ended without succeeding, and where to look next (locally and on AWS)."""
+    run_id = run.get("migration_id")
+    error = run.get("error") or {}
+    lines = [f"run {run_id} ended {run.get('status')}"
+             + (f": {error.get('type')}: {error.get('message')}" if error else "")]
+    lines.append(f"  per-user problems: tokenmigration api errors --id {run_id}")
+    lines.append("  on AWS, after fixing the cause, go on where it stopped: aws stepfunctions redrive-execution "
+                 "--execution-arn <the run's execution_arn>")
+    return lines
 
 
 def stats_table(document: dict[str, Any]) -> str:
@@ -280,7 +295,8 @@ def watch(client: ApiClient, run_id: str | None, interval: float = 1.0, stream: 
 def _finished_run_exit(response: Response) -> int:
     run = (response.document or {}).get("progress") or {}
     if run.get("status") not in (None, "SUCCEEDED"):
-        print(f"tokenmigration api: run {run.get('migration_id')} ended {run.get('status')}", file=sys.stderr)
+        print("\n".join(f"tokenmigration api: {line}" if n == 0 else line
+                        for n, line in enumerate(failure_lines(run))), file=sys.stderr)
         return EXIT_FAILED
     if run.get("failed_migrations"):
         print(f"tokenmigration api: {run['failed_migrations']:,} user(s) failed; `tokenmigration api errors` lists "
@@ -353,7 +369,13 @@ def _run(args, client: ApiClient, out: TextIO) -> int:
         doc = response.document
         rows = [(_cell(e.get("user_id")), _cell(e.get("session_id")), e.get("code"), e.get("message"))
                 for e in doc.get("errors") or []]
-        text = (f"run {doc.get('migration_id') or '-'}: " + (f"{len(rows)} problem(s)" if rows else "no problems"))
+        if not rows:
+            count = "no problems"
+        elif doc.get("next_cursor") or args.cursor:
+            count = f"{len(rows)} problem(s) on this page"
+        else:
+            count = f"{len(rows)} problem(s)"
+        text = f"run {doc.get('migration_id') or '-'}: {count}"
         if rows:
             text += "\n" + table(rows, headers=("user", "session", "code", "message"))
         if doc.get("next_cursor"):
@@ -388,7 +410,14 @@ def _watched(client: ApiClient, run_id: str | None, args, out: TextIO, started: 
     if started is not None and not args.json:
         out.write(_summary(started) + "\n")
         out.flush()
-    response = watch(client, run_id, interval=args.interval)
+    try:
+        response = watch(client, run_id, interval=args.interval)
+    except KeyboardInterrupt:
+        # Only the watching stops: the run goes on in the cloud (or the local twin).
+        which = f" --id {run_id}" if run_id else ""
+        print(f"\ntokenmigration api: stopped watching; run {run_id or '(latest)'} goes on. Follow it again with "
+              f"`tokenmigration api progress{which} --watch`", file=sys.stderr)
+        return 130
     if not response.ok:
         return _refused(response, args.json, out)
     _emit(response, args.json, out, progress_table(response.document))

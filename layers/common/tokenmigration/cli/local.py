@@ -75,6 +75,8 @@ def cmd_local(args, settings) -> int:
         twin.start()
         server.attach()
         _banner(server, twin, credentials, app_key_given=bool(settings.laravel_app_key))
+        for line in unreachable(twin):
+            print(f"tokenmigration local: WARNING: {line}", file=sys.stderr, flush=True)
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:
         print("\ntokenmigration local: stopping (running executions are stopped)", file=sys.stderr)
@@ -83,6 +85,27 @@ def cmd_local(args, settings) -> int:
         twin.stop()
         signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
+
+
+def unreachable(twin) -> list[str]:
+    """The database and Redis the served functions use, tried once at start-up: a run against an unreachable
+    one fails, so say so now rather than only in a failed run."""
+    from tokenmigration.aws.context import services
+    from tokenmigration.cli.errors import describe
+    from tokenmigration.redis_client import connect
+
+    problems = []
+    try:
+        with services().engine.connect():
+            pass
+    except Exception as error:
+        problems.append(f"{describe(error) or type(error).__name__}: every run will fail until it is reachable")
+    try:
+        connect(twin.redis_url).ping()
+    except Exception as error:
+        problems.append(f"{describe(error) or type(error).__name__}: every run and exchange will fail until it is "
+                        "reachable")
+    return problems
 
 
 def _banner(server, twin, credentials, app_key_given: bool = True) -> None:

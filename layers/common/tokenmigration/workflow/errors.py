@@ -84,7 +84,11 @@ def transient_errors() -> Iterator[None]:
         detail = type(getattr(error, "orig", None) or error).__name__ + (f" (SQLSTATE {code})" if code else "")
         raise TransientDatabaseError(f"the database failed transiently: {detail}") from error
     except _REDIS_TRANSIENT as error:
-        raise TransientRedisError(f"Redis failed transiently: {type(error).__name__}") from error
+        # redis-py's messages name the host and port ("Error 111 connecting to h:6379. Connection refused."),
+        # never a password: the operator reads this line in the run's progress to know what to fix.
+        lines = str(error).strip().splitlines()
+        detail = ": " + _URL_CREDENTIALS.sub(r"\g<scheme>***@", lines[0])[:200] if lines else ""
+        raise TransientRedisError(f"Redis failed transiently: {type(error).__name__}{detail}") from error
 
 
 _MAX_ERROR_CHARS = 300

@@ -15,7 +15,9 @@ from tokenmigration.aws.context import services
 PATH = f"{BASE_PATH}/errors"
 
 DESCRIPTION = """\
-Problems in chunk order (problems the plan found last). `session_id` is redacted (enough to find the key with
+Problems in chunk order (problems the plan found last). When the run failed or was aborted, the first page
+starts with the run's own failure: `user_id` null, `code` `run_failed` or `run_aborted`, `message` the failing
+step's error type and message (the same as `progress.error`). `session_id` is redacted (enough to find the key with
 SCAN, not enough to use it) and absent for problems that are not about a session. Pass `next_cursor` back as
 `cursor` for the next page; it is null on the last page. With no run ever started, the list is empty and
 `migration_id` null.
