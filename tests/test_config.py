@@ -35,6 +35,13 @@ def test_values_are_read():
     assert s.express_user_id_path == "user.id"
 
 
+def test_the_exchanges_trusted_proxy_header():
+    assert (Settings.from_env({}).exchange_trusted_proxy_header, Settings.from_env({}).exchange_trusted_proxy_hops) \
+        == (None, 1)
+    s = Settings.from_env({"EXCHANGE_TRUSTED_PROXY_HEADER": " X-Forwarded-For ", "EXCHANGE_TRUSTED_PROXY_HOPS": "2"})
+    assert (s.exchange_trusted_proxy_header, s.exchange_trusted_proxy_hops) == ("X-Forwarded-For", 2)
+
+
 @pytest.mark.parametrize(("env", "variable"), [
     ({"LARAVEL_SESSION_LIFETIME": "0"}, "LARAVEL_SESSION_LIFETIME"),
     ({"MIGRATION_TOKEN_EXPIRES_DAYS": "-1"}, "MIGRATION_TOKEN_EXPIRES_DAYS"),
@@ -45,6 +52,8 @@ def test_values_are_read():
     ({"DATABASE_URL": "localhost/db"}, "DATABASE_URL"),
     ({"REDIS_URL": "localhost:6379"}, "REDIS_URL"),
     ({"MIGRATION_TOKEN_NAME": " "}, "MIGRATION_TOKEN_NAME"),
+    ({"EXCHANGE_TRUSTED_PROXY_HEADER": "X-Forwarded-For: 1.2.3.4"}, "EXCHANGE_TRUSTED_PROXY_HEADER"),
+    ({"EXCHANGE_TRUSTED_PROXY_HOPS": "0"}, "EXCHANGE_TRUSTED_PROXY_HOPS"),
 ])
 def test_errors_name_the_variable(env, variable):
     with pytest.raises(ConfigError, match=variable):

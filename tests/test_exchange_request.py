@@ -15,6 +15,7 @@ from tokenmigration.exchange import (
     InvalidRequest,
     parse_exchange_request,
 )
+from tokenmigration.exchange.request import client_address
 
 TOKEN = "s%3AabcDEF_-123.0dz%2Bsig%2Fnature"
 FIELDS = {"grant_type": GRANT_TYPE, "subject_token": TOKEN, "subject_token_type": SUBJECT_TOKEN_TYPE}
@@ -109,3 +110,30 @@ def test_malformed_requests_are_invalid_request(headers, body, is_base64):
 def test_the_token_stays_out_of_repr():
     request = parse_exchange_request({"Cookie": f"connect.sid={TOKEN}"}, None, source="198.51.100.1")
     assert TOKEN not in repr(request) and "198.51.100.1" in repr(request)
+
+
+# --- the client's address behind trusted proxies -------------------------------------------------------------
+
+XFF = "X-Forwarded-For"
+
+
+@pytest.mark.parametrize(("headers", "hops", "expected"), [
+    ({}, 1, "10.0.0.9"),  # no header: the source IP
+    ({"X-Forwarded-For": "203.0.113.7"}, 1, "203.0.113.7"),
+    # CloudFront appended the viewer, API Gateway appended CloudFront: two trusted hops.
+    ({"X-Forwarded-For": "203.0.113.7, 130.176.98.77"}, 2, "203.0.113.7"),
+    # Whatever the client wrote itself stays to the left of what the trusted proxies appended.
+    ({"x-forwarded-for": "6.6.6.6, 7.7.7.7, 203.0.113.7, 130.176.98.77"}, 2, "203.0.113.7"),
+    ({"X-Forwarded-For": ["6.6.6.6, 203.0.113.7", "130.176.98.77"]}, 2, "203.0.113.7"),  # repeated lines, in order
+    ({"X-Forwarded-For": "130.176.98.77"}, 2, "10.0.0.9"),  # too few entries: not the configured way in
+    ({"X-Forwarded-For": "unknown, 130.176.98.77"}, 2, "10.0.0.9"),  # no address there
+    ({"X-Forwarded-For": "203.0.113.7:51234, 130.176.98.77"}, 2, "203.0.113.7"),
+    ({"X-Forwarded-For": "[2001:DB8::7]:443, 130.176.98.77"}, 2, "2001:db8::7"),
+    ({"X-Forwarded-For": "::ffff:203.0.113.7"}, 1, "203.0.113.7"),
+])
+def test_client_address_is_the_right_most_untrusted_entry(headers, hops, expected):
+    assert client_address(headers, "10.0.0.9", XFF, hops) == expected
+
+
+def test_without_a_trusted_header_the_source_ip_counts_whatever_the_headers_say():
+    assert client_address({"X-Forwarded-For": "203.0.113.7"}, "10.0.0.9", None) == "10.0.0.9"

@@ -87,6 +87,18 @@ def _session_cookie(env: Mapping[str, str]) -> str | None:
     return None if raw is None else check_cookie_name(raw, "LARAVEL_SESSION_COOKIE")
 
 
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _header_name(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not _TOKEN_CHARS.issuperset(raw):  # RFC 9110 token
+        raise ConfigError(f"{name} must be an HTTP header name such as X-Forwarded-For, got {raw!r}")
+    return raw
+
+
 def _secret_list(raw: str) -> tuple[str, ...]:
     return tuple(part for part in (p.strip() for p in raw.split(",")) if part)
 
@@ -122,6 +134,10 @@ class Settings:
     # The exchange's per-source limit on failed attempts: this many per fixed window, then 429.
     exchange_failure_limit: int = 20
     exchange_failure_window_seconds: int = 300
+    # Behind proxies (CloudFront, a load balancer) the exchange's source IP is the proxy's, shared by every
+    # user: the throttle then takes the client from this header instead (see exchange.request.client_address).
+    exchange_trusted_proxy_header: str | None = None
+    exchange_trusted_proxy_hops: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -173,6 +189,8 @@ class Settings:
             exchange_failure_window_seconds=env_int(  # type: ignore[arg-type]
                 env, "EXCHANGE_FAILURE_WINDOW_SECONDS", 300, minimum=1
             ),
+            exchange_trusted_proxy_header=_header_name(env, "EXCHANGE_TRUSTED_PROXY_HEADER"),
+            exchange_trusted_proxy_hops=env_int(env, "EXCHANGE_TRUSTED_PROXY_HOPS", 1, minimum=1),  # type: ignore[arg-type]
         )
 
     def require(self, *names: str) -> None:

@@ -103,3 +103,28 @@ def test_nothing_secret_reaches_the_logs(api, stack, session_of_42, capsys):
     for forbidden in (secret, session_of_42, cookie, quote(cookie), "current-express-secret"):
         assert forbidden not in text
     assert json.dumps(result.body)  # the answer itself is where the token goes
+
+
+def _fail_from(api, forwarded_for: str | None):
+    headers = {"Cookie": f"connect.sid={cookie_value('gone', 'current-express-secret')}"}
+    if forwarded_for is not None:
+        headers["X-Forwarded-For"] = forwarded_for
+    return api.invoke("api_exchange", body=None, headers=headers)
+
+
+def test_behind_cloudfront_the_throttle_counts_the_viewer_not_the_edge(api, stack, session_of_42, monkeypatch):
+    monkeypatch.setenv("EXCHANGE_TRUSTED_PROXY_HEADER", "X-Forwarded-For")
+    monkeypatch.setenv("EXCHANGE_TRUSTED_PROXY_HOPS", "2")
+    reset_services()
+    edge = "130.176.98.77"  # every request of this test comes from one source IP (the sample event's)
+    for n in range(20):  # EXCHANGE_FAILURE_LIMIT's default, from one viewer (spoofing its own left part)
+        assert _fail_from(api, f"10.9.9.{n}, 203.0.113.66, {edge}").status == 401
+    assert _fail_from(api, f"203.0.113.66, {edge}").status == 429
+    good = exchange(api, cookie=cookie_value(session_of_42, "current-express-secret"))
+    assert good.status == 200, good.body  # the sample event's viewer is another address: not slowed down
+
+
+def test_without_a_trusted_header_every_viewer_behind_one_proxy_shares_the_count(api, stack, session_of_42):
+    for n in range(20):
+        assert _fail_from(api, f"203.0.113.{n}, 130.176.98.77").status == 401
+    assert exchange(api, cookie=cookie_value(session_of_42, "current-express-secret")).status == 429

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +68,44 @@ def cookie_from_headers(headers: Mapping[str, HeaderValue] | None, cookie_name: 
             if len(value) >= 2 and value[0] == value[-1] == '"':
                 value = value[1:-1]
             return value
+    return None
+
+
+def client_address(headers: Mapping[str, HeaderValue] | None, source_ip: str | None, trusted_header: str | None,
+                   hops: int = 1) -> str | None:
+    """The client's address for the failure throttle: ``source_ip``, or, with a trusted proxy header configured,
+    the right-most address in that header that no trusted proxy wrote.
+
+    Every proxy in front of the function appends the address of whoever connected to it, so the right end of
+    ``X-Forwarded-For`` is written by trusted infrastructure and its left part by the client (anything). With
+    ``hops`` trusted proxies appending to the header (API Gateway's own regional front counts as one: it appends
+    the address that connected to it), the client is the ``hops``-th entry from the right: the address the
+    outermost trusted proxy saw. Repeated header lines are read as one list, in order. A header with fewer
+    entries, or no address at that place, means the request did not come the configured way: ``source_ip``.
+    """
+    if not trusted_header:
+        return source_ip
+    entries = [part.strip() for value in _header_values(headers, trusted_header.lower()) for part in value.split(",")]
+    if len(entries) < hops:
+        return source_ip
+    return _address(entries[-hops]) or source_ip
+
+
+def _address(entry: str) -> str | None:
+    """An IP address from a forwarded entry (``1.2.3.4``, ``1.2.3.4:567``, ``[2001:db8::1]:80``), normalised."""
+    candidates = [entry]
+    if entry.startswith("[") and "]" in entry:
+        candidates.append(entry[1:entry.index("]")])
+    elif entry.count(":") == 1:
+        candidates.append(entry.split(":", 1)[0])
+    for candidate in candidates:
+        try:
+            address = ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return str(address)
     return None
 
 

@@ -18,6 +18,7 @@ from tokenmigration.api.models import OAuthError, TokenResponse
 from tokenmigration.api.spec import BASE_PATH
 from tokenmigration.aws.context import services
 from tokenmigration.exchange import ExchangeDisabled, ExchangeError
+from tokenmigration.exchange.request import client_address
 
 PATH = f"{BASE_PATH}/exchange"
 
@@ -30,7 +31,9 @@ trades it for a Sanctum token, in the shape of OAuth 2.0 Token Exchange (RFC 869
 the app made too: a migration token is minted next to them); a migrated user's
 migration token gets a fresh secret (same token id), so a retried exchange ends with one working token.
 With the Laravel app key configured the answer also sets the Laravel session cookie of the user's migrated
-session. Every bad session answers the same 401 `invalid_grant`; repeated failures from one source get 429.
+session. Every bad session answers the same 401 `invalid_grant`; repeated failures from one client address get
+429: the source IP, or behind proxies the right-most untrusted entry of `EXCHANGE_TRUSTED_PROXY_HEADER` (e.g.
+`X-Forwarded-For`, with `EXCHANGE_TRUSTED_PROXY_HOPS` trusted proxies appending to it).
 """
 
 
@@ -66,8 +69,11 @@ def register(app: APIGatewayRestResolver) -> None:
             if not container.flags.read().exchange_enabled:
                 raise ExchangeDisabled()
             service = container.exchange
-            request = service.parse(event.multi_value_headers or event.headers, event.body, event.is_base64_encoded,
-                                    source=event.request_context.identity.source_ip)
+            headers = event.multi_value_headers or event.headers
+            settings = container.settings
+            source = client_address(headers, event.request_context.identity.source_ip,
+                                    settings.exchange_trusted_proxy_header, settings.exchange_trusted_proxy_hops)
+            request = service.parse(headers, event.body, event.is_base64_encoded, source=source)
             result = service.exchange(request)
         except ExchangeError as refused:
             return _answer(refused.status, refused.body(), refused.headers())
