@@ -7,7 +7,8 @@
 4. For each user, timed one after another from this process: the **bridged first request** (``connect.sid``
    only: the middleware calls the twin's ``/bridge``, switches the session, the page says "logged in as"),
    then an **ordinary request** of the same browser (its new Laravel session cookie, plus ``connect.sid`` as
-   a browser keeps sending it), and a guest request with no cookie for reference.
+   a browser keeps sending it), and a guest request with no cookie for reference. The route's handler is
+   timed inside the twin too, to tell its share of the bridged request from PHP's and the HTTP hop's.
 5. p50/p95 of each; the number of bridge calls the ordinary requests made (must be 0). Written to
    bench/results/bridge-latest.json.
 
@@ -123,13 +124,17 @@ def main(argv: list[str] | None = None) -> int:
         twin = LocalTwin(database_url=database_url, redis_url=args.redis_url, region=REGION, log_level="ERROR",
                          extra_env={"POWERTOOLS_METRICS_DISABLED": "true"})
         running = start_in_background(twin, Credentials(KEY, SECRET, REGION))
-        calls: list[str] = []
+        calls: list[float] = []  # seconds the bridge route's handler took, per call
         invoke = twin.invoke
 
         def counting_invoke(name, event):
-            if str(event.get("path", "")).endswith("/bridge"):
-                calls.append(event["path"])
-            return invoke(name, event)
+            if not str(event.get("path", "")).endswith("/bridge"):
+                return invoke(name, event)
+            started = time.perf_counter()
+            try:
+                return invoke(name, event)
+            finally:
+                calls.append(time.perf_counter() - started)
 
         twin.invoke = counting_invoke
         api = ApiClient(running.url, credentials=BotoCredentials(KEY, SECRET), region=REGION)
@@ -181,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             "bridged_first_request": summary(bridged) if bridged else None,
             "ordinary_request": summary(ordinary) if ordinary else None,
             "guest_request": summary(guest) if guest else None,
+            # Inside the bridged request: the route's handler alone (cookie check in Redis, session row).
+            "bridge_route_handler": summary(calls[:calls_after_bridging]) if calls_after_bridging else None,
             "bridge_calls_during_first_requests": calls_after_bridging,
             "bridge_calls_during_ordinary_requests": later_calls,
             "failures": failures,
