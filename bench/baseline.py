@@ -123,13 +123,17 @@ def migrate_one(conn: Connection, payloads: PayloadFactory, user_id: int,
         # Laravel stores naive UTC timestamps; Sanctum needs created_at/updated_at set.
         now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         token = sanctum.mint_token()
-        token_id = conn.execute(
-            text("INSERT INTO personal_access_tokens "
-                 "(tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at) "
-                 "VALUES (:type, :uid, :name, :hash, :abilities, :now, :now) RETURNING id"),
-            {"type": TOKENABLE_TYPE, "uid": user_id, "name": TOKEN_NAME, "hash": token.hash,
-             "abilities": ABILITIES, "now": now},
-        ).scalar_one()
+        insert_token = ("INSERT INTO personal_access_tokens "
+                        "(tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at) "
+                        "VALUES (:type, :uid, :name, :hash, :abilities, :now, :now)")
+        values = {"type": TOKENABLE_TYPE, "uid": user_id, "name": TOKEN_NAME, "hash": token.hash,
+                  "abilities": ABILITIES, "now": now}
+        # As Laravel's query processors fetch the id: RETURNING on PostgreSQL, lastInsertId elsewhere
+        # (on MySQL it comes back in the INSERT's OK packet: no extra round trip either way).
+        if conn.dialect.name == "postgresql":
+            token_id = conn.execute(text(insert_token + " RETURNING id"), values).scalar_one()
+        else:
+            token_id = conn.execute(text(insert_token), values).lastrowid
         last_activity = int(time.time())
         for session in found:
             conn.execute(
@@ -162,8 +166,7 @@ def run_baseline(database_url: str, client: redis.Redis, limit: int | None = Non
     try:
         # One connection for the whole walk, as a long-running PHP job holds one.
         with engine.connect() as conn:
-            query = text("SELECT id FROM users ORDER BY id LIMIT :limit")
-            # LIMIT NULL is no limit in PostgreSQL.
+            query = text("SELECT id FROM users ORDER BY id" + (" LIMIT :limit" if limit is not None else ""))
             user_ids = list(conn.execute(query, {"limit": limit}).scalars())
             conn.commit()  # end the implicit transaction of the SELECT before the per-user ones
             for user_id in user_ids:

@@ -1,17 +1,19 @@
 """``make bench``: the engine against the per-user baseline, on identical data, with a verdict.
 
-Steps:
+Steps, on each database server asked for (``--database postgresql|mysql``,
+default both, one after the other):
 
-1. Seed a fresh PostgreSQL database (Laravel tables + ``db upgrade``) and a
-   dedicated Redis DB with ``tokenmigration.demo_data.seed``.
-2. Copy the database twice with ``CREATE DATABASE ... TEMPLATE`` so both
-   contestants start from byte-identical rows. Migration only reads the Redis
-   sessions, so both share them.
+1. Seed a fresh database (Laravel tables + ``db upgrade``) and a dedicated
+   Redis DB with ``tokenmigration.demo_data.seed``.
+2. Copy the database twice so both contestants start from identical rows
+   (PostgreSQL: ``CREATE DATABASE ... TEMPLATE``; MySQL/MariaDB: ``CREATE TABLE
+   ... LIKE`` and ``INSERT ... SELECT`` per table). Migration only reads the
+   Redis sessions, so both share them.
 3. Run the baseline (bench/baseline.py, one process, per-user transactions) on
    copy A and the real CLI (``tokenmigration migrate``) as a subprocess on
    copy B, each timed end to end.
 4. Check both copies hold the same outcome, and the outcome the seed predicts.
-5. Print the report and write it to bench/results/latest.json.
+5. Print the report and write it to bench/results/latest-<database>.json.
 6. Drop the databases and flush the Redis DB, unless --keep.
 
 Exit status: 0 when the run is valid (engine succeeded, results equivalent),
@@ -40,7 +42,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from tokenmigration.cli.arguments import default_workers, positive_int
-from tokenmigration.db.connection import make_engine
+from tokenmigration.db.connection import make_engine, normalize_url
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import SeedReport, seed
 
@@ -68,8 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: all users; below ~10000 the estimate runs low, see the report)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases and the Redis DB afterwards (to inspect or rerun by hand)")
+    parser.add_argument("--database", choices=["postgresql", "mysql", "both"], default="both",
+                        help="which database server to benchmark on (default: both, PostgreSQL first)")
     parser.add_argument("--pg-server", default="postgresql+pg8000://postgres@127.0.0.1:5432/postgres",
-                        help="URL of a database to issue CREATE/DROP DATABASE from")
+                        help="URL of a PostgreSQL database to issue CREATE/DROP DATABASE from")
+    parser.add_argument("--mysql-server", default="mysql+pymysql://root@127.0.0.1:3306/mysql",
+                        help="URL of a MySQL/MariaDB database to issue CREATE/DROP DATABASE from")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379",
                         help="Redis server, without a DB number")
     parser.add_argument("--redis-db", type=int, default=14,
@@ -100,46 +106,111 @@ class Databases:
 
 
 def admin_engine(server_url: str) -> Engine:
-    # CREATE/DROP DATABASE cannot run in a transaction block; NullPool leaves no idle session behind
-    # that would keep a template "in use".
-    return create_engine(server_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    # CREATE/DROP DATABASE cannot run in a transaction block on PostgreSQL; NullPool leaves no idle session
+    # behind that would keep a template "in use".
+    return create_engine(normalize_url(server_url), poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
 
-def drop_database(admin: Engine, name: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+class Server:
+    """What differs between the database servers: creating, copying, settling and naming databases."""
+
+    label = "PostgreSQL"
+
+    def __init__(self, admin: Engine) -> None:
+        self.admin = admin
+
+    def create(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    def settle(self, url: str) -> None:
+        """Fresh statistics and visibility map, copied into both clones, so neither contestant pays
+        for autovacuum catching up. VACUUM needs a connection with no transaction open (pre-ping
+        opens one on pooled connections), hence a fresh autocommit engine."""
+        vacuum = admin_engine(url)
+        with vacuum.connect() as conn:
+            conn.execute(text("VACUUM ANALYZE"))
+        vacuum.dispose()
+
+    def copy(self, template: str, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+
+    def checkpoint(self) -> None:
+        """Flush dirty buffers so a timed phase does not pay for the writes of the phase before it."""
+        with self.admin.connect() as conn:
+            conn.execute(text("CHECKPOINT"))
+
+    def version(self) -> str:
+        with self.admin.connect() as conn:
+            return "PostgreSQL " + str(conn.execute(text("SHOW server_version")).scalar_one())
 
 
-def checkpoint(admin: Engine) -> None:
-    """Flush dirty buffers so a timed phase does not pay for the writes of the phase before it."""
-    with admin.connect() as conn:
-        conn.execute(text("CHECKPOINT"))
+class MysqlServer(Server):
+    label = "MySQL/MariaDB"
+
+    def create(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"))
+
+    def drop(self, name: str) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+
+    def settle(self, url: str) -> None:
+        engine = admin_engine(url)
+        with engine.connect() as conn:
+            names = list(conn.execute(text("SHOW TABLES")).scalars())
+            conn.execute(text("ANALYZE TABLE " + ", ".join(f"`{n}`" for n in names)))
+        engine.dispose()
+
+    def copy(self, template: str, name: str) -> None:
+        # No TEMPLATE on MySQL: same definitions (indexes, AUTO_INCREMENT counters follow the rows), same rows.
+        self.create(name)
+        with self.admin.connect() as conn:
+            tables = list(conn.execute(text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = :db"), {"db": template}
+            ).scalars())
+            for table in tables:
+                conn.execute(text(f"CREATE TABLE `{name}`.`{table}` LIKE `{template}`.`{table}`"))
+                conn.execute(text(f"INSERT INTO `{name}`.`{table}` SELECT * FROM `{template}`.`{table}`"))
+
+    def checkpoint(self) -> None:
+        # InnoDB has no CHECKPOINT statement: wait until the buffer pool's dirty pages are written.
+        with self.admin.connect() as conn:
+            for _ in range(600):
+                dirty = conn.execute(text(
+                    "SELECT variable_value FROM information_schema.global_status "
+                    "WHERE variable_name = 'INNODB_BUFFER_POOL_PAGES_DIRTY'")).scalar()
+                if not dirty or int(dirty) == 0:
+                    return
+                time.sleep(0.1)
+
+    def version(self) -> str:
+        with self.admin.connect() as conn:
+            return str(conn.execute(text("SELECT version()")).scalar_one())
 
 
-def build_source(admin: Engine, dbs: Databases, client: redis.Redis, users: int) -> SeedReport:
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{dbs.src}"'))
+def server_for(admin: Engine) -> Server:
+    return MysqlServer(admin) if admin.dialect.name in ("mysql", "mariadb") else Server(admin)
+
+
+def build_source(server: Server, dbs: Databases, client: redis.Redis, users: int) -> SeedReport:
+    server.create(dbs.src)
     engine = make_engine(dbs.url(dbs.src))
     try:
         create_laravel_tables(engine)
         upgrade(engine)
         report = seed(engine, client, users=users, prefix=PREFIX)
-        # Fresh statistics and visibility map, copied into both clones, so neither contestant pays
-        # for autovacuum catching up. VACUUM needs a connection with no transaction open (pre-ping
-        # opens one on pooled connections), hence a fresh autocommit engine.
-        vacuum = admin_engine(dbs.url(dbs.src))
-        with vacuum.connect() as conn:
-            conn.execute(text("VACUUM ANALYZE"))
-        vacuum.dispose()
     finally:
         # A template must have no other session connected when it is copied.
         engine.dispose()
+    server.settle(dbs.url(dbs.src))
     return report
-
-
-def copy_database(admin: Engine, template: str, name: str) -> None:
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
 
 
 # --- the engine, as a subprocess ----------------------------------------------------------------
@@ -292,50 +363,59 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def postgres_version(admin: Engine) -> str:
-    with admin.connect() as conn:
-        return str(conn.execute(text("SHOW server_version")).scalar_one())
-
-
 # --- main ---------------------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    """Every database asked for, one after the other; the exit status is the worst of them."""
+    if args.database != "both":
+        return run_one(args, args.database)
+    # One process per database: the engine's peak memory is read from this process's children.
+    rest = [a for i, a in enumerate(argv) if a != "--database" and not a.startswith("--database=")
+            and (i == 0 or argv[i - 1] != "--database")]
+    return max(subprocess.run([sys.executable, str(Path(__file__).resolve()), *rest, "--database", database],
+                              check=False).returncode for database in ("postgresql", "mysql"))
+
+
+def run_one(args: argparse.Namespace, database: str) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    dbs = Databases(args.pg_server, f"{args.db_prefix}_src", f"{args.db_prefix}_a", f"{args.db_prefix}_b")
+    server_url = args.pg_server if database == "postgresql" else args.mysql_server
+    dbs = Databases(normalize_url(server_url), f"{args.db_prefix}_src", f"{args.db_prefix}_a",
+                    f"{args.db_prefix}_b")
     redis_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
     client = redis.Redis.from_url(redis_url)
-    admin = admin_engine(args.pg_server)
+    server = server_for(admin_engine(server_url))
     for name in dbs.names:  # leftovers of an interrupted run
-        drop_database(admin, name)
+        server.drop(name)
     client.flushdb()
     try:
-        return _run(args, dbs, admin, client, redis_url)
+        return _run(args, database, dbs, server, client, redis_url)
     finally:
         if args.keep:
             log(f"kept databases {', '.join(dbs.names)} and Redis DB {args.redis_db} (--keep)")
         else:
             for name in dbs.names:
-                drop_database(admin, name)
+                server.drop(name)
             client.flushdb()
             log(f"dropped databases {', '.join(dbs.names)}; flushed Redis DB {args.redis_db}")
-        admin.dispose()
+        server.admin.dispose()
 
 
-def _run(args: argparse.Namespace, dbs: Databases, admin: Engine, client: redis.Redis, redis_url: str) -> int:
-    log(f"seeding {args.users:,} users into {dbs.src} and Redis DB {args.redis_db} ...")
+def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server, client: redis.Redis,
+         redis_url: str) -> int:
+    log(f"{server.label}: seeding {args.users:,} users into {dbs.src} and Redis DB {args.redis_db} ...")
     started = time.perf_counter()
-    report = build_source(admin, dbs, client, args.users)
+    report = build_source(server, dbs, client, args.users)
     sessions_total = sum(report.sessions.values())
     log(f"seeded in {time.perf_counter() - started:.1f}s: {sessions_total:,} session keys "
         f"({report.sessions['logged_in']:,} logged in), {len(report.users_with_tokens):,} users already "
         "holding a token")
-    copy_database(admin, dbs.src, dbs.a)
-    copy_database(admin, dbs.src, dbs.b)
+    server.copy(dbs.src, dbs.a)
+    server.copy(dbs.src, dbs.b)
     log(f"copied {dbs.src} to {dbs.a} (baseline) and {dbs.b} (engine)")
 
     partial = args.baseline_users < args.users
-    checkpoint(admin)
+    server.checkpoint()
     log(f"baseline: per-user transactions on {dbs.a}, "
         + (f"first {args.baseline_users:,} of {args.users:,} users (rate extrapolated) ..." if partial
            else f"all {args.users:,} users ..."))
@@ -345,7 +425,7 @@ def _run(args: argparse.Namespace, dbs: Databases, admin: Engine, client: redis.
         f"loop {base.loop_seconds:.1f}s) -> {base_rate:,.0f} users/s"
         + (f" extrapolated to {args.users:,} users ({base_full_seconds:.0f}s)" if extrapolated else ""))
 
-    checkpoint(admin)
+    server.checkpoint()
     log(f"engine: tokenmigration migrate --workers {args.workers} --chunk-size {args.chunk_size} "
         f"on {dbs.b} ...")
     eng = run_engine(dbs.url(dbs.b), redis_url, args.workers, args.chunk_size, RESULTS_DIR / "engine.log")
@@ -381,7 +461,7 @@ def _run(args: argparse.Namespace, dbs: Databases, admin: Engine, client: redis.
     print()
     print("=" * 78)
     print(f"tokenmigration benchmark  ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-          f"PostgreSQL {postgres_version(admin)})")
+          f"{server.version()})")
     print("=" * 78)
     print(f"users                  {args.users:,}  ({len(report.users_with_tokens):,} already hold a token)")
     print(f"Express session keys   {sessions_total:,}  ({report.sessions['logged_in']:,} logged in)")
@@ -426,9 +506,9 @@ def _run(args: argparse.Namespace, dbs: Databases, admin: Engine, client: redis.
     document: dict[str, Any] = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                 "postgresql": postgres_version(admin), "platform": platform.platform()},
-        "options": {"users": args.users, "baseline_users": args.baseline_users, "workers": args.workers,
-                    "chunk_size": args.chunk_size},
+                 "database": server.version(), "platform": platform.platform()},
+        "options": {"database": database, "users": args.users, "baseline_users": args.baseline_users,
+                    "workers": args.workers, "chunk_size": args.chunk_size},
         "dataset": {"users": args.users, "users_holding_token": len(report.users_with_tokens),
                     "session_keys": sessions_total, "sessions_by_kind": dict(report.sessions)},
         "baseline": {"users_run": base.users, "extrapolated": extrapolated,
@@ -450,14 +530,15 @@ def _run(args: argparse.Namespace, dbs: Databases, admin: Engine, client: redis.
                   "users_per_second_met": goals[f"engine >= {GOAL_USERS_PER_SECOND:,.0f} users/s"]},
         "baseline_detail": asdict(base),
     }
-    out = RESULTS_DIR / "latest.json"
+    out = RESULTS_DIR / f"latest-{database}.json"
     out.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {out}")
     return 0 if valid else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    return run(parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -58,10 +58,19 @@ def test_a_database_url_in_the_environment_wins():
     assert resolve_settings(settings, aws) is settings
 
 
+@pytest.mark.parametrize("engine", ["mysql", "mariadb", "aurora-mysql"])
+def test_mysql_family_secrets_give_a_pymysql_url(secretsmanager, engine):
+    arn = put_secret(secretsmanager, "db", json.dumps({"engine": engine, "host": "db.example.com", "username": "u",
+                                                      "password": PASSWORD, "dbname": "app"}))
+    url = make_url(resolve_settings(Settings(), AwsSettings(database_secret_arn=arn)).database_url)
+    assert (url.drivername, url.port, url.database, url.password) == ("mysql+pymysql", 3306, "app", PASSWORD)
+    assert url.query["charset"] == "utf8mb4"
+
+
 @pytest.mark.parametrize(("secret", "complaint"), [
     (rds_secret(password=""), "password"),
     (json.dumps({"engine": "postgres", "username": "u", "password": PASSWORD}), "host, dbname"),
-    (rds_secret(engine="mysql"), "mysql"),
+    (rds_secret(engine="sqlserver-ee"), "sqlserver-ee"),
     (rds_secret(port="fivefourthreetwo"), "port"),
     ("[]", "JSON object"),
     ("user=u password=" + PASSWORD, "not JSON"),

@@ -11,13 +11,18 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from tokenmigration.formats.laravel_cookie import check_cookie_name, parse_app_key
 from tokenmigration.formats.laravel_session import Serialization
 from tokenmigration.settings_error import ConfigError
 
-__all__ = ["ConfigError", "Settings", "env_bool", "env_int"]
+__all__ = ["DEFAULT_SESSION_REDIS_PREFIX", "ConfigError", "SessionDriver", "Settings", "env_bool", "env_int"]
+
+SessionDriver = Literal["database", "redis"]
+# Laravel 11 and 12 defaults with APP_NAME=Laravel: the Redis connection's options.prefix
+# (Str::slug(APP_NAME, '_').'_database_') then cache.prefix (Str::slug(APP_NAME, '_').'_cache_').
+DEFAULT_SESSION_REDIS_PREFIX = "laravel_database_laravel_cache_"
 
 
 def env_int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
@@ -113,6 +118,13 @@ class Settings:
     express_session_cookie: str = "connect.sid"
     express_session_secrets: tuple[str, ...] = field(default=(), repr=False)
     laravel_session_serialization: Serialization = "php"
+    # Where the app keeps sessions (SESSION_DRIVER): the `sessions` table, or Laravel's redis cache store.
+    laravel_session_driver: SessionDriver = "database"
+    # The Redis of the app's sessions (unset: REDIS_URL) and the whole key prefix in front of the session id.
+    laravel_session_redis_url: str | None = field(default=None, repr=False)
+    laravel_session_redis_prefix: str = DEFAULT_SESSION_REDIS_PREFIX
+    # session.encrypt: payloads go through EncryptedStore with LARAVEL_APP_KEY.
+    laravel_session_encrypt: bool = False
     laravel_session_lifetime: int = 120
     laravel_session_cookie: str | None = None
     laravel_app_key: str | None = field(default=None, repr=False)
@@ -158,6 +170,12 @@ class Settings:
         redis_url = env.get("REDIS_URL", "").strip() or None
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
+        driver = env.get("LARAVEL_SESSION_DRIVER", "").strip().lower() or "database"
+        if driver not in ("database", "redis"):
+            raise ConfigError(f"LARAVEL_SESSION_DRIVER must be 'database' or 'redis', got {driver!r}")
+        session_redis_url = env.get("LARAVEL_SESSION_REDIS_URL", "").strip() or None
+        if session_redis_url and not session_redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("LARAVEL_SESSION_REDIS_URL must start with redis://, rediss:// or unix://")
         token_name = env.get("MIGRATION_TOKEN_NAME", "migration-token").strip()
         if not token_name:
             raise ConfigError("MIGRATION_TOKEN_NAME must not be empty")
@@ -169,6 +187,11 @@ class Settings:
             express_session_cookie=env.get("EXPRESS_SESSION_COOKIE", "").strip() or "connect.sid",
             express_session_secrets=_secret_list(env.get("EXPRESS_SESSION_SECRETS", "")),
             laravel_session_serialization=serialization,  # type: ignore[arg-type]
+            laravel_session_driver=driver,  # type: ignore[arg-type]
+            laravel_session_redis_url=session_redis_url,
+            # Taken as it is: an empty prefix is valid (a connection and a store without one).
+            laravel_session_redis_prefix=env.get("LARAVEL_SESSION_REDIS_PREFIX", DEFAULT_SESSION_REDIS_PREFIX),
+            laravel_session_encrypt=env_bool(env, "LARAVEL_SESSION_ENCRYPT", False),
             laravel_session_lifetime=env_int(env, "LARAVEL_SESSION_LIFETIME", 120, minimum=1),  # type: ignore[arg-type]
             laravel_session_cookie=_session_cookie(env),
             laravel_app_key=_app_key(env),
@@ -192,6 +215,19 @@ class Settings:
             exchange_trusted_proxy_header=_header_name(env, "EXCHANGE_TRUSTED_PROXY_HEADER"),
             exchange_trusted_proxy_hops=env_int(env, "EXCHANGE_TRUSTED_PROXY_HOPS", 1, minimum=1),  # type: ignore[arg-type]
         )
+
+    @property
+    def session_redis_url(self) -> str | None:
+        """The Redis of Laravel's sessions (redis driver): LARAVEL_SESSION_REDIS_URL, else REDIS_URL."""
+        return self.laravel_session_redis_url or self.redis_url
+
+    def session_app_key(self) -> str | None:
+        """The key sessions are encrypted with, or None when they are not; checked where the engine starts."""
+        if not self.laravel_session_encrypt:
+            return None
+        if not self.laravel_app_key:
+            raise ConfigError("LARAVEL_APP_KEY must be set when LARAVEL_SESSION_ENCRYPT is true")
+        return self.laravel_app_key
 
     def require(self, *names: str) -> None:
         """Fail with the variable names of settings a feature needs but nobody set."""

@@ -24,9 +24,11 @@ logger = logging.getLogger(__name__)
 # Secrets change rarely (rotation); a warm function re-reads them after this long.
 SECRET_MAX_AGE_SECONDS = 300
 
-# Engines an RDS / Aurora secret names for PostgreSQL; the URL we build is PostgreSQL only.
+# Engines an RDS / Aurora secret names, and the URL scheme and default port of each family.
 _POSTGRES_ENGINES = {"postgres", "postgresql", "aurora-postgresql"}
+_MYSQL_ENGINES = {"mysql", "mariadb", "aurora-mysql", "aurora"}
 _DEFAULT_PORT = 5432
+_DEFAULT_MYSQL_PORT = 3306
 
 
 def _fetch(variable: str, secret_id: str, transform: str | None, provider: SecretsProvider | None) -> Any:
@@ -42,23 +44,28 @@ def _fetch(variable: str, secret_id: str, transform: str | None, provider: Secre
 
 
 def database_url_from_secret(secret: Any, variable: str = "DATABASE_SECRET_ARN") -> str:
-    """``postgresql+pg8000://`` URL from an RDS secret {engine, host, port, username, password, dbname}."""
+    """``postgresql+pg8000://`` (or, for MySQL / MariaDB / Aurora MySQL, ``mysql+pymysql://``) URL from an
+    RDS secret {engine, host, port, username, password, dbname}."""
     if not isinstance(secret, dict):
         raise ConfigError(f"the secret of {variable} must be a JSON object with host, username, password, dbname")
     missing = [key for key in ("host", "username", "password", "dbname") if not secret.get(key)]
     if missing:
         raise ConfigError(f"the secret of {variable} lacks {', '.join(missing)}")
     engine = str(secret.get("engine") or "postgres").lower()
-    if engine not in _POSTGRES_ENGINES:
-        raise ConfigError(f"the secret of {variable} is for engine {engine!r}; only PostgreSQL is supported")
+    mysql = engine in _MYSQL_ENGINES
+    if engine not in _POSTGRES_ENGINES and not mysql:
+        raise ConfigError(f"the secret of {variable} is for engine {engine!r}; only PostgreSQL and MySQL/MariaDB "
+                          "are supported")
     try:
-        port = int(secret.get("port") or _DEFAULT_PORT)
+        port = int(secret.get("port") or (_DEFAULT_MYSQL_PORT if mysql else _DEFAULT_PORT))
     except (TypeError, ValueError):
         raise ConfigError(f"the secret of {variable} has a port that is not a number") from None
     # safe="" so '@', '/' and ':' in a generated password cannot end the userinfo part early.
     user = quote(str(secret["username"]), safe="")
     password = quote(str(secret["password"]), safe="")
     dbname = quote(str(secret["dbname"]), safe="")
+    if mysql:
+        return f"mysql+pymysql://{user}:{password}@{secret['host']}:{port}/{dbname}?charset=utf8mb4"
     return f"postgresql+pg8000://{user}:{password}@{secret['host']}:{port}/{dbname}"
 
 

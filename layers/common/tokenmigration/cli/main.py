@@ -216,7 +216,8 @@ def cmd_cleanup(args, settings: Settings) -> int:
     from tokenmigration.engine.cleanup import cleanup
 
     migrator = _services(settings)
-    data = cleanup(migrator.engine, settings, args.dry_run, migrator.has_expires_at)
+    data = cleanup(migrator.engine, settings, args.dry_run, migrator.has_expires_at,
+                   session_store=migrator.session_store)
     verb = "would remove" if args.dry_run else "removed"
     text = table([(k.replace("_", " "), f"{v:,}") for k, v in data["details"].items()],
                  headers=("item", verb))

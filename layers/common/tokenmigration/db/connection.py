@@ -30,16 +30,16 @@ def make_engine(url: str | None, **kwargs) -> Engine:
         parsed = make_url(url)
     except Exception as exc:  # SQLAlchemy's ArgumentError names the URL, which may hold a password
         raise ConfigError("DATABASE_URL is not a valid SQLAlchemy URL") from exc
-    _check_driver(parsed)
     backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "mysql", "mariadb", "sqlite"):
+        raise ConfigError(f"DATABASE_URL: only PostgreSQL, MySQL/MariaDB and SQLite are supported, not {backend}")
+    if backend in ("mysql", "mariadb") and parsed.get_driver_name() != "pymysql":
+        raise ConfigError("DATABASE_URL: MySQL and MariaDB go through PyMySQL (mysql+pymysql://...)")
+    _check_driver(parsed)
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_transactions(engine)
         return engine
-    if backend not in ("postgresql", "mysql", "mariadb"):
-        raise ConfigError(f"DATABASE_URL: only PostgreSQL, MySQL/MariaDB and SQLite are supported, not {backend}")
-    if backend in ("mysql", "mariadb") and parsed.get_driver_name() != "pymysql":
-        raise ConfigError("DATABASE_URL: MySQL and MariaDB go through PyMySQL (mysql+pymysql://...)")
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

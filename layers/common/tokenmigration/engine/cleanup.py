@@ -25,10 +25,13 @@ from tokenmigration.db.schema import (
     users,
 )
 from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.session_store import RedisSessionStore
 
 
-def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expires_at: bool = True
-            ) -> dict[str, Any]:
+def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expires_at: bool = True,
+            session_store: RedisSessionStore | None = None) -> dict[str, Any]:
+    """With ``session_store`` (Laravel's redis session driver), sessions expire in Redis by themselves; the
+    ledger rows of keys that are gone are removed."""
     now = utcnow()
     hours = timedelta(hours=settings.cleanup_prune_hours)
     ours = tokens.c.id.in_(select(ledger_tokens.c.token_id))
@@ -60,11 +63,18 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
             conn.execute(update(users).where(users.c.migration_token_id.in_(doomed)).values(migration_token_id=None))
             # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
             details["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*expired))).rowcount
-        details["stale_sessions"] = conn.execute(delete(sessions).where(stale_sessions)).rowcount
-        details["ledger_rows"] = (
-            conn.execute(delete(ledger_tokens).where(orphan_tokens)).rowcount
-            + conn.execute(delete(ledger_sessions).where(orphan_sessions)).rowcount
-        )
+        if session_store is None:
+            details["stale_sessions"] = conn.execute(delete(sessions).where(stale_sessions)).rowcount
+            gone_sessions = conn.execute(delete(ledger_sessions).where(orphan_sessions)).rowcount
+        else:
+            details["stale_sessions"] = 0
+            ledgered = list(conn.execute(select(ledger_sessions.c.session_id)).scalars())
+            gone = sorted(set(ledgered) - session_store.existing(ledgered))
+            gone_sessions = sum(
+                conn.execute(delete(ledger_sessions).where(ledger_sessions.c.session_id.in_(gone[i : i + 1000])))
+                .rowcount for i in range(0, len(gone), 1000)
+            )
+        details["ledger_rows"] = conn.execute(delete(ledger_tokens).where(orphan_tokens)).rowcount + gone_sessions
         details["settled_failures"] = conn.execute(delete(ledger_failures).where(settled)).rowcount
         # Rollback runs' chunk records matter while the run can be retried or redriven (14 days).
         details["old_rollback_records"] = conn.execute(

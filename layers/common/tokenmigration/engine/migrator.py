@@ -60,16 +60,19 @@ from tokenmigration.engine.session_index import (
     index_slice,
     scan_nodes,
 )
+from tokenmigration.engine.session_store import RedisSessionStore
 from tokenmigration.engine.writers import SessionBatch, TokenBatch, UserScope, WriteContext, chunk_sql_for
 from tokenmigration.formats import sanctum
 from tokenmigration.formats.laravel_session import (
+    LOGIN_WEB_KEY,
     PayloadFactory,
     clean_ip,
     clean_user_agent,
+    decode_redis_value,
     new_csrf_tokens,
     new_session_ids,
 )
-from tokenmigration.redis_client import RedisLike
+from tokenmigration.redis_client import RedisLike, connect
 
 SKIP_ALREADY_MIGRATED = "already_migrated"
 SKIP_HAS_TOKENS = "has_tokens"
@@ -166,7 +169,10 @@ class Migrator:
         self.engine = engine
         self.redis = redis
         self._sql = chunk_sql_for(engine.dialect.name)
-        self._payloads = PayloadFactory(settings.laravel_session_serialization)
+        # Fails at start-up, naming LARAVEL_APP_KEY, when sessions are encrypted and the key is missing or bad.
+        self._payloads = PayloadFactory(settings.laravel_session_serialization, settings.session_app_key())
+        self._redis_sessions = settings.laravel_session_driver == "redis"
+        self._session_store: RedisSessionStore | None = None
         self._is_pg = engine.dialect.name == "postgresql"
         self._is_mysql = is_mysql(engine)
         self._has_expires_at: bool | None = None
@@ -187,6 +193,22 @@ class Migrator:
                     "column (Sanctum 2.x): unset it or upgrade Sanctum"
                 )
         return self._has_expires_at
+
+    @property
+    def session_store(self) -> RedisSessionStore | None:
+        """Laravel's sessions in Redis (``LARAVEL_SESSION_DRIVER=redis``); None for the database driver."""
+        if not self._redis_sessions:
+            return None
+        if self._session_store is None:
+            s = self.settings
+            if s.laravel_session_redis_url and s.laravel_session_redis_url != s.redis_url:
+                client = connect(s.laravel_session_redis_url)
+            elif self.redis is not None:
+                client = self.redis
+            else:
+                raise ConfigError("LARAVEL_SESSION_REDIS_URL or REDIS_URL must be set for LARAVEL_SESSION_DRIVER=redis")
+            self._session_store = RedisSessionStore(client, s.laravel_session_redis_prefix, s.laravel_session_lifetime)
+        return self._session_store
 
     def index_store(self, run_id: str) -> RedisIndexStore:
         if self.redis is None:
@@ -441,8 +463,14 @@ class Migrator:
             has_expires_at=self._has_expires_at,
             payloads=self._payloads,
             want_token_ids=outcome.want_token_ids,
+            session_table=not self._redis_sessions,
         )
         outcome.token_ids.update(self._sql.write(conn, ctx, token_batch, session_batch))
+        if self._redis_sessions and session_batch.ids:
+            # Before the commit: a failed commit leaves keys under random ids nobody holds, which expire;
+            # the other order could commit users as migrated whose sessions were never written.
+            self.session_store.put_many(session_batch.ids, self._payloads.redis_values(
+                session_batch.user_ids, session_batch.csrf_tokens))
         for sid, uid in zip(session_batch.ids, session_batch.user_ids, strict=True):
             outcome.session_ids.setdefault(uid, []).append(sid)
 
@@ -543,6 +571,8 @@ class Migrator:
                 raise errors.UnknownUser(f"no user with id {user_id}")
             if user.migrated_to_sanctum_at is None:
                 raise errors.NotMigrated(f"user {user_id} is not migrated")
+            if self._redis_sessions:
+                return self._redis_session_for(conn, entry, run_id, fingerprint, now)
             found = conn.execute(
                 select(sessions.c.id)
                 .join(ledger_sessions, ledger_sessions.c.session_id == sessions.c.id)
@@ -584,6 +614,39 @@ class Migrator:
         ))
         conn.execute(delete(ledger_sessions).where(
             carried, ~exists().where(sessions.c.id == ledger_sessions.c.session_id)))
+
+    def _redis_session_for(self, conn: Connection, entry: IndexedSession, run_id: str, fingerprint: str,
+                           now: datetime) -> str:
+        """``session_for_express_session`` for the redis driver: the key still exists and still logs the user
+        in (Laravel deletes it on logout and rewrites it on every request), else a new one, ledgered."""
+        user_id = entry.user_id
+        store = self.session_store
+        candidates = list(conn.execute(
+            select(ledger_sessions.c.session_id)
+            .where(ledger_sessions.c.user_id == user_id, ledger_sessions.c.source_hash == fingerprint)
+            .order_by(ledger_sessions.c.created_at.desc(), ledger_sessions.c.session_id)
+        ).scalars())
+        gone = []
+        for session_id, value in zip(candidates, store.get_many(candidates), strict=True):
+            if value is None:  # expired, or destroyed by a logout
+                gone.append(session_id)
+                continue
+            try:
+                attrs = decode_redis_value(value, self.settings.laravel_session_serialization,
+                                           self.settings.session_app_key())
+            except ValueError:
+                continue
+            if attrs.get(LOGIN_WEB_KEY) == user_id and store.touch(session_id):
+                return session_id
+        if gone:  # as for rows: the ledger rows of keys that are gone go, one Laravel session per Express one
+            conn.execute(delete(ledger_sessions).where(ledger_sessions.c.user_id == user_id,
+                                                       ledger_sessions.c.session_id.in_(gone)))
+        session_id = new_session_ids(1)[0]
+        store.put_many([session_id], self._payloads.redis_values([user_id], new_csrf_tokens(1)))
+        conn.execute(insert(ledger_sessions).values(
+            user_id=user_id, session_id=session_id, run_id=run_id, source_hash=fingerprint, created_at=now,
+        ))
+        return session_id
 
     # --- rollback ---------------------------------------------------------------------------
 
@@ -630,9 +693,13 @@ class Migrator:
         in_range_tokens = select(ledger_tokens.c.token_id).where(ledger_tokens.c.user_id.between(lo, hi))
         in_range_sessions = select(ledger_sessions.c.session_id).where(ledger_sessions.c.user_id.between(lo, hi))
         result.tokens_revoked = conn.execute(delete(tokens).where(tokens.c.id.in_(in_range_tokens))).rowcount
-        result.sessions_removed = conn.execute(
-            delete(sessions).where(sessions.c.id.in_(in_range_sessions))
-        ).rowcount
+        if self._redis_sessions:
+            # The keys go before the ledger rows commit: a retry finds the ledger rows and deletes nothing twice.
+            result.sessions_removed = self.session_store.delete_many(conn.execute(in_range_sessions).scalars())
+        else:
+            result.sessions_removed = conn.execute(
+                delete(sessions).where(sessions.c.id.in_(in_range_sessions))
+            ).rowcount
         result.users = conn.execute(
             update(users)
             .where(users.c.id.between(lo, hi), users.c.migrated_to_sanctum_at.is_not(None))

@@ -9,8 +9,22 @@ from sqlalchemy import Engine, select
 
 from tokenmigration.config import Settings
 from tokenmigration.db.schema import ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.engine.session_store import RedisSessionStore
 from tokenmigration.formats import sanctum
-from tokenmigration.formats.laravel_session import LOGIN_WEB_KEY, decode_payload, is_valid_session_id
+from tokenmigration.formats.laravel_session import (
+    LOGIN_WEB_KEY,
+    decode_payload,
+    decode_redis_value,
+    is_valid_session_id,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    id: str
+    user_id: int
+    payload: bytes
+    owner: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +34,11 @@ class Check:
     detail: str
 
 
-def verify_migrated(engine: Engine, settings: Settings) -> list[Check]:
-    """Every migrated user has one well-formed migration token, and every session row this tool made is
-    Laravel-readable and logs in an existing user (skipped users' sessions included: skipping is about the
-    token only)."""
+def verify_migrated(engine: Engine, settings: Settings, session_store: RedisSessionStore | None = None
+                    ) -> list[Check]:
+    """Every migrated user has one well-formed migration token, and every session this tool made (a row in
+    ``sessions``, or with ``session_store`` a key in Laravel's Redis) is Laravel-readable and logs in an
+    existing user (skipped users' sessions included: skipping is about the token only)."""
     with engine.connect() as conn:
         migrated = dict(conn.execute(
             select(users.c.id, users.c.migration_token_id).where(users.c.migrated_to_sanctum_at.is_not(None))
@@ -33,11 +48,17 @@ def verify_migrated(engine: Engine, settings: Settings) -> list[Check]:
                    tokens.c.abilities, tokens.c.created_at)
             .where(tokens.c.id.in_(select(ledger_tokens.c.token_id)))
         ).all()
-        our_sessions = conn.execute(
-            select(sessions.c.id, sessions.c.user_id, sessions.c.payload, users.c.id.label("owner"))
-            .outerjoin(users, users.c.id == sessions.c.user_id)
-            .where(sessions.c.id.in_(select(ledger_sessions.c.session_id)))
-        ).all()
+        if session_store is None:
+            our_sessions = conn.execute(
+                select(sessions.c.id, sessions.c.user_id, sessions.c.payload, users.c.id.label("owner"))
+                .outerjoin(users, users.c.id == sessions.c.user_id)
+                .where(sessions.c.id.in_(select(ledger_sessions.c.session_id)))
+            ).all()
+        else:
+            ledgered = conn.execute(
+                select(ledger_sessions.c.session_id, ledger_sessions.c.user_id, users.c.id.label("owner"))
+                .outerjoin(users, users.c.id == ledger_sessions.c.user_id)
+            ).all()
     checks: list[Check] = []
     token_users = [t.tokenable_id for t in our_tokens]
     checks.append(Check(
@@ -55,10 +76,18 @@ def verify_migrated(engine: Engine, settings: Settings) -> list[Check]:
     checks.append(Check("tokens shaped as Sanctum stores them", not bad_tokens,
                         f"{len(bad_tokens)} malformed" if bad_tokens else "sha256 hashes, JSON abilities, "
                         "timestamps set, users.migration_token_id points at them"))
+    app_key = settings.session_app_key()
+    if session_store is not None:
+        values = session_store.get_many([sid for sid, _, _ in ledgered])
+        our_sessions = [_Session(sid, uid, value, owner)
+                        for (sid, uid, owner), value in zip(ledgered, values, strict=True) if value is not None]
     bad_sessions = []
     for row in our_sessions:
         try:
-            attrs = decode_payload(row.payload, settings.laravel_session_serialization)
+            if session_store is None:
+                attrs = decode_payload(row.payload, settings.laravel_session_serialization, app_key)
+            else:
+                attrs = decode_redis_value(row.payload, settings.laravel_session_serialization, app_key)
         except ValueError:
             bad_sessions.append(row.id)
             continue

@@ -85,6 +85,8 @@ class WriteContext:
     has_expires_at: bool
     payloads: PayloadFactory
     want_token_ids: bool = False
+    # False for Laravel's redis session driver: the migrator writes the sessions to Redis, the ledger stays here.
+    session_table: bool = True
 
 
 class ChunkSql(Protocol):
@@ -147,6 +149,21 @@ class PostgresChunkSql:
         expires_col = ", expires_at" if ctx.has_expires_at else ""
         expires_val = ", CAST(:expires_at AS timestamp)" if ctx.has_expires_at else ""
         result = "SELECT tokenable_id, id FROM ins" if ctx.want_token_ids else "SELECT count(*), 0 FROM ins"
+        session_insert = ""
+        if ctx.session_table:
+            payload = "p" if ctx.payloads.encrypted else (
+                # base64 of the same frame PayloadFactory fills; PostgreSQL wraps base64 lines
+                "replace(encode(convert_to(CAST(:frame_head AS text) || c || CAST(:frame_middle AS text) "
+                "|| u::text || CAST(:frame_tail AS text), 'UTF8'), 'base64'), E'\\n', '')"
+            )
+            payloads = "JOIN unnest(string_to_array(:payloads, ',')) WITH ORDINALITY AS z(p, n) USING (n)" \
+                if ctx.payloads.encrypted else ""
+            session_insert = f"""
+            , sess_ins AS (
+                INSERT INTO sessions (id, user_id, ip_address, user_agent, payload, last_activity)
+                SELECT i, u, ip, ua, {payload}, :last_activity
+                FROM sess {payloads}
+            )"""
         statement = text(f"""
             WITH src AS (
                 SELECT * FROM unnest(CAST(string_to_array(:token_users, ',') AS bigint[]),
@@ -167,29 +184,19 @@ class PostgresChunkSql:
             ), forgive AS (
                 DELETE FROM token_migration_failures f USING src WHERE f.user_id = src.u
             ), sess AS (
-                SELECT s.i, s.u, s.c, s.sh, x.ip, y.ua
+                SELECT s.n, s.i, s.u, s.c, s.sh, x.ip, y.ua
                 FROM unnest(string_to_array(:session_ids, ','),
                             CAST(string_to_array(:session_users, ',') AS bigint[]),
                             string_to_array(:csrf_tokens, ','),
                             string_to_array(:source_hashes, ',')) WITH ORDINALITY AS s(i, u, c, sh, n)
                 JOIN json_array_elements_text(CAST(:ips AS json)) WITH ORDINALITY AS x(ip, n) USING (n)
                 JOIN json_array_elements_text(CAST(:uas AS json)) WITH ORDINALITY AS y(ua, n) USING (n)
-            ), sess_ins AS (
-                INSERT INTO sessions (id, user_id, ip_address, user_agent, payload, last_activity)
-                SELECT i, u, ip, ua,
-                       -- base64 of the same frame PayloadFactory fills; PostgreSQL wraps base64 lines
-                       replace(encode(convert_to(CAST(:frame_head AS text) || c || CAST(:frame_middle AS text)
-                                                 || u::text || CAST(:frame_tail AS text), 'UTF8'), 'base64'),
-                               E'\\n', ''),
-                       :last_activity
-                FROM sess
-            ), sess_ledger AS (
+            ){session_insert}, sess_ledger AS (
                 INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, created_at)
                 SELECT u, i, :run_id, sh, :now FROM sess
             )
             {result}
         """)
-        head, middle, tail = ctx.payloads.frame
         params = {
             "token_users": ",".join(map(str, tokens.user_ids)),
             "token_hashes": ",".join(tokens.hashes),
@@ -202,9 +209,6 @@ class PostgresChunkSql:
             "source_hashes": ",".join(sessions.source_hashes),
             "ips": json.dumps(sessions.ip_addresses, ensure_ascii=False),
             "uas": json.dumps(sessions.user_agents, ensure_ascii=False),
-            "frame_head": head,
-            "frame_middle": middle,
-            "frame_tail": tail,
             "tokenable_type": ctx.tokenable_type,
             "token_name": ctx.token_name,
             "abilities": ctx.abilities,
@@ -214,6 +218,11 @@ class PostgresChunkSql:
         }
         if ctx.has_expires_at:
             params["expires_at"] = ctx.expires_at
+        if ctx.session_table and ctx.payloads.encrypted:
+            # Each encrypted payload has its own IV: they come from Python, base64 (no commas), in session order.
+            params["payloads"] = ",".join(ctx.payloads.payloads(sessions.user_ids, sessions.csrf_tokens))
+        elif ctx.session_table:
+            params["frame_head"], params["frame_middle"], params["frame_tail"] = ctx.payloads.frame
         rows = conn.execute(statement, params).all()
         return dict(rows) if ctx.want_token_ids else {}
 
@@ -238,7 +247,7 @@ class GenericChunkSql:
 
     def write(self, conn, ctx, tokens_, sessions_):
         new_ids = self._write_tokens(conn, ctx, tokens_) if tokens_.user_ids else {}
-        if sessions_.ids:
+        if sessions_.ids and ctx.session_table:
             payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
             conn.execute(insert(sessions), [
                 {"id": sid, "user_id": uid, "ip_address": ip, "user_agent": ua, "payload": payload,
@@ -246,6 +255,7 @@ class GenericChunkSql:
                 for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
                                                      sessions_.user_agents, payloads, strict=True)
             ])
+        if sessions_.ids:
             conn.execute(insert(ledger_sessions), [
                 {"session_id": sid, "user_id": uid, "run_id": ctx.run_id, "source_hash": sh, "created_at": ctx.now}
                 for sid, uid, sh in zip(sessions_.ids, sessions_.user_ids, sessions_.source_hashes, strict=True)
@@ -321,6 +331,7 @@ class MysqlChunkSql:
                 cur.execute(f"SELECT id FROM users WHERE {where} ORDER BY id")
                 busy = [int(uid) for (uid,) in cur.fetchall() if int(uid) not in mine]
         fresh = [int(uid) for uid, migrated in held if not migrated]
+        migrated = [int(uid) for uid, done in held if done]
         holders: set[int] = set()
         if fresh:
             # One range read of the (tokenable_type, tokenable_id) index, as on PostgreSQL.
@@ -329,7 +340,6 @@ class MysqlChunkSql:
             holders = {int(uid) for (uid,) in cur.fetchall()}
             holders.intersection_update(fresh)
         cur.close()
-        migrated = [int(uid) for uid, is_migrated in held if is_migrated]
         return LockedUsers([uid for uid in fresh if uid not in holders], migrated,
                            [uid for uid in fresh if uid in holders], busy)
 
@@ -340,7 +350,7 @@ class MysqlChunkSql:
         now = _literal(conn, ctx.now.strftime("%Y-%m-%d %H:%M:%S"))
         run_id = _literal(conn, ctx.run_id)
         new_ids = self._write_tokens(conn, cur, ctx, tokens_, now, run_id) if tokens_.user_ids else {}
-        if sessions_.ids:
+        if sessions_.ids and ctx.session_table:
             payloads = ctx.payloads.payloads(sessions_.user_ids, sessions_.csrf_tokens)
             escape = _escaper(conn)
             last_activity = int(ctx.last_activity)
@@ -350,6 +360,7 @@ class MysqlChunkSql:
                 for sid, uid, ip, ua, payload in zip(sessions_.ids, sessions_.user_ids, sessions_.ip_addresses,
                                                      sessions_.user_agents, payloads, strict=True)
             ))
+        if sessions_.ids:
             _insert_rows(cur, "INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, "
                               "created_at) VALUES ", (
                 f"({int(uid)},'{_alnum(sid)}',{run_id},'{_hex(sh)}',{now})"
@@ -382,11 +393,10 @@ class MysqlChunkSql:
                     f"SET u.migrated_to_sanctum_at = {now}, u.migration_token_id = t.id "
                     f"WHERE t.token IN ({hashes}) AND u.id BETWEEN {min(tokens_.user_ids)} AND {max(tokens_.user_ids)}")
         cur.execute(f"DELETE FROM token_migration_failures WHERE user_id IN ({user_ids})")
-        new_ids: dict[int, int] = {}
-        if ctx.want_token_ids:
-            cur.execute(f"SELECT tokenable_id, id FROM personal_access_tokens WHERE token IN ({hashes})")
-            new_ids = {int(uid): int(tid) for uid, tid in cur.fetchall()}
-        return new_ids
+        if not ctx.want_token_ids:
+            return {}
+        cur.execute(f"SELECT tokenable_id, id FROM personal_access_tokens WHERE token IN ({hashes})")
+        return {int(uid): int(tid) for uid, tid in cur.fetchall()}
 
 
 class _Statements:

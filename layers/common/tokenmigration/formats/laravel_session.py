@@ -49,12 +49,56 @@ def encode_payload(attributes: dict[str, Any], serialization: Serialization = "p
     return base64.b64encode(serialize_attributes(attributes, serialization).encode("utf-8")).decode("ascii")
 
 
-def decode_payload(payload: str, serialization: Serialization = "php") -> dict[str, Any]:
+def decode_payload(payload: str, serialization: Serialization = "php", app_key: str | bytes | None = None
+                   ) -> dict[str, Any]:
+    """The attributes of a ``payload`` column (with ``app_key``: of an encrypted session)."""
     text = base64.b64decode(payload, validate=True).decode("utf-8")
+    return decode_session_string(text, serialization, app_key)
+
+
+def decode_session_string(text: str, serialization: Serialization = "php", app_key: str | bytes | None = None
+                          ) -> dict[str, Any]:
+    """What ``Store::readFromHandler`` makes of the string its handler read (``EncryptedStore`` decrypts first)."""
+    if app_key is not None:
+        text = decrypt_session_string(text, app_key)
     value = phpserialize.unserialize(text) if serialization == "php" else json.loads(text)
     if not isinstance(value, dict):
         raise ValueError("session payload is not an array")
     return value
+
+
+def encrypt_session_string(text: str, app_key: str | bytes) -> str:
+    """``EncryptedStore::prepareForStorage``: ``Encrypter::encrypt($data)``, whose ``$serialize`` defaults to
+    true, so the serialized session is PHP-serialized once more (``s:<bytes>:"...";``) before AES-256-CBC."""
+    from tokenmigration.formats.laravel_cookie import encrypt  # laravel_cookie imports config, which imports us
+
+    return encrypt(phpserialize.serialize(text), app_key)
+
+
+def decrypt_session_string(text: str, app_key: str | bytes) -> str:
+    """``EncryptedStore::prepareForUnserialize``: ``Encrypter::decrypt($data)`` (unserializes the result)."""
+    from tokenmigration.formats.laravel_cookie import decrypt, parse_app_key
+
+    key = parse_app_key(app_key) if isinstance(app_key, str) else app_key
+    value = phpserialize.unserialize(decrypt(text, key).decode("utf-8"))
+    if not isinstance(value, str):
+        raise ValueError("the decrypted session is not a string")
+    return value
+
+
+def redis_value(session_string: str) -> bytes:
+    """What ``RedisStore::put`` stores for the session string: ``serialize($value)`` (a session string is
+    never numeric, so never stored bare)."""
+    return phpserialize.serialize(session_string).encode("utf-8")
+
+
+def decode_redis_value(value: bytes, serialization: Serialization = "php", app_key: str | bytes | None = None
+                       ) -> dict[str, Any]:
+    """The attributes of a Redis session value: ``RedisStore::get`` unserializes, then the store reads it."""
+    text = phpserialize.unserialize(value)
+    if not isinstance(text, str):
+        raise ValueError("the Redis session value is not a serialized string")
+    return decode_session_string(text, serialization, app_key)
 
 
 class PayloadFactory:
@@ -68,17 +112,41 @@ class PayloadFactory:
     _CSRF_HOLE = "C" * CSRF_TOKEN_LENGTH
     _USER_HOLE = 987654321
 
-    def __init__(self, serialization: Serialization = "php") -> None:
+    def __init__(self, serialization: Serialization = "php", app_key: str | bytes | None = None) -> None:
         self.serialization = serialization
         text = serialize_attributes(session_attributes(self._USER_HOLE, self._CSRF_HOLE), serialization)
         head, rest = text.split(self._CSRF_HOLE)
         middle, tail = rest.split(str(self._USER_HOLE))
         self._head, self._middle, self._tail = head, middle, tail
+        self._key: bytes | None = None
+        if app_key is not None:
+            from tokenmigration.formats.laravel_cookie import parse_app_key
+
+            self._key = parse_app_key(app_key) if isinstance(app_key, str) else app_key
+
+    @property
+    def encrypted(self) -> bool:
+        """Sessions are encrypted (``session.encrypt``): each payload has its own IV, so no shared frame."""
+        return self._key is not None
 
     @property
     def frame(self) -> tuple[str, str, str]:
         """The serialized text around the CSRF token and the user id: (head, middle, tail)."""
+        if self._key is not None:
+            raise ValueError("encrypted sessions have no common frame")
         return self._head, self._middle, self._tail
+
+    def session_strings(self, user_ids: list[int], csrf_tokens: list[str]) -> list[str]:
+        """What the session handler is given to write (``Store::save``, through ``EncryptedStore``)."""
+        texts = [f"{self._head}{tok}{self._middle}{uid}{self._tail}"
+                 for uid, tok in zip(user_ids, csrf_tokens, strict=True)]
+        if self._key is None:
+            return texts
+        return [encrypt_session_string(text, self._key) for text in texts]
+
+    def redis_values(self, user_ids: list[int], csrf_tokens: list[str]) -> list[bytes]:
+        """Values for Laravel's ``redis`` session driver (``CacheBasedSessionHandler`` over ``RedisStore``)."""
+        return [redis_value(text) for text in self.session_strings(user_ids, csrf_tokens)]
 
     def payload(self, user_id: int, csrf_token: str) -> str:
         # The frame has the token's length baked in; anything else would be unreadable to Laravel.
@@ -90,6 +158,8 @@ class PayloadFactory:
 
     def _fill(self, user_id: int, csrf_token: str) -> str:
         text = f"{self._head}{csrf_token}{self._middle}{user_id}{self._tail}"
+        if self._key is not None:
+            text = encrypt_session_string(text, self._key)
         return base64.b64encode(text.encode("ascii")).decode("ascii")
 
     def payloads(self, user_ids: list[int], csrf_tokens: list[str] | None = None) -> list[str]:

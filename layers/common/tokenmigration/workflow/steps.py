@@ -332,4 +332,5 @@ def scheduled_cleanup(services: Services, dry_run: bool = False) -> dict[str, An
     """Prune what this tool created and nobody can use any more (engine.cleanup)."""
     with transient_errors():
         return cleanup(services.engine, services.settings, dry_run=dry_run,
-                       has_expires_at=services.migrator.has_expires_at)
+                       has_expires_at=services.migrator.has_expires_at,
+                       session_store=services.migrator.session_store)

@@ -42,7 +42,8 @@ def register(app: APIGatewayRestResolver) -> None:
         svc = services()
         with audited(app, "migration.cleanup", dry_run=body.dry_run) as audit:
             has_expires_at = "expires_at" in token_columns(svc.engine)
-            result = cleanup(svc.engine, svc.settings, dry_run=body.dry_run, has_expires_at=has_expires_at)
+            result = cleanup(svc.engine, svc.settings, dry_run=body.dry_run, has_expires_at=has_expires_at,
+                             session_store=svc.migrator.session_store)
             audit.update(cleaned_items=result["cleaned_items"])
         verb = "would remove" if body.dry_run else "removed"
         return json_response(200, {
