@@ -239,3 +239,174 @@ def test_ctrl_c_while_watching_says_the_run_goes_on(unreachable_redis_server, mo
     assert code == 130
     assert "goes on" in err and "api progress --id migration-x --watch" in err
     assert "run again" not in err
+
+
+# --- 9, 10, 11: the local run's processes, a vanished index, transient faults ---------------------------------
+
+BOUND = 60.0  # seconds: a bound on polling loops, never a timing assertion
+
+
+def spawn_cli(args, env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(env_extra)
+    return subprocess.Popen([*CLI, *args], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def children(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return {int(p) for p in fh.read().split()}
+    except FileNotFoundError:
+        return set()
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def poll(condition, what: str):
+    import time
+
+    deadline = time.monotonic() + BOUND
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"still waiting for {what}"
+        time.sleep(0.05)
+
+
+def lock_waiters(engine) -> int:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        ).scalar_one()
+
+
+@pytest.fixture
+def users_held(pg_engine):
+    """30 users whose rows the application holds FOR UPDATE: a run's chunks wait on them until released."""
+    add_users(pg_engine, list(range(1, 31)))
+    app = pg_engine.connect()
+    app.exec_driver_sql("SELECT id FROM users FOR UPDATE")
+    try:
+        yield app
+    finally:
+        app.rollback()
+        app.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_killing_migrate_with_sigkill_ends_its_workers(env, pg_engine, users_held):
+    import signal
+
+    proc = spawn_cli(["migrate", "--yes", "--workers", "2", "--chunk-size", "5"],
+                     {**env, "MIGRATION_LOCK_TIMEOUT_MS": "60000"})
+    try:
+        workers = poll(lambda: children(proc.pid) if len(children(proc.pid)) >= 2 else None, "two workers")
+        poll(lambda: lock_waiters(pg_engine) >= 2, "both workers inside a chunk")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=BOUND)
+        poll(lambda: not any(alive(pid) for pid in workers), "the workers to end with their parent")
+    finally:
+        proc.kill()
+        proc.wait()
+    users_held.rollback()
+    assert token_count(pg_engine) == 0  # the killed chunks never committed
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_migrate_like_ctrl_c_running_chunks_commit_no_new_one_starts(env, pg_engine, users_held):
+    import signal
+
+    proc = spawn_cli(["migrate", "--yes", "--workers", "2", "--chunk-size", "5"],
+                     {**env, "MIGRATION_LOCK_TIMEOUT_MS": "60000"})
+    try:
+        workers = poll(lambda: children(proc.pid) if len(children(proc.pid)) >= 2 else None, "two workers")
+        poll(lambda: lock_waiters(pg_engine) >= 2, "both workers inside a chunk")
+        proc.send_signal(signal.SIGTERM)
+        said = ""
+        while "stopping: waiting for" not in said:
+            line = proc.stderr.readline()
+            assert line, said
+            said += line
+        users_held.rollback()  # the running chunks can now finish
+        _, err = proc.communicate(timeout=BOUND)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 130, said + err
+    assert "interrupted; every finished chunk is committed" in err and "Traceback" not in said + err
+    assert not any(alive(pid) for pid in workers)
+    committed = token_count(pg_engine)
+    assert 0 < committed < 30 and committed % 5 == 0  # whole chunks only, and not every chunk
+
+
+def test_a_session_index_lost_mid_run_is_one_line_exit_2(env, pg_engine, redis_client, users_held):
+    for uid in (1, 2, 6, 7):
+        put_session(redis_client, f"s{uid}", express(uid))
+    proc = spawn_cli(["migrate", "--yes", "--workers", "1", "--chunk-size", "15"],
+                     {**env, "MIGRATION_LOCK_TIMEOUT_MS": "60000"})
+    try:
+        poll(lambda: lock_waiters(pg_engine) >= 1, "the first chunk inside its transaction")
+        for key in redis_client.scan_iter(match="tokenmigration:index:*"):  # what a failover can do
+            redis_client.delete(key)
+        users_held.rollback()
+        out, err = proc.communicate(timeout=BOUND)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and "_RemoteTraceback" not in err
+    last = [line for line in err.splitlines() if line.strip()][-1]
+    assert "session index" in last and "start a new run" in last
+    assert "committed before it stopped" in out and token_count(pg_engine) == 15  # the first chunk's users
+
+
+KILL_ONCE = [
+    "CREATE SEQUENCE ops_fault_once",
+    # nextval is not rolled back with the dying transaction: the fault happens exactly once.
+    """CREATE FUNCTION ops_kill_once() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF nextval('ops_fault_once') = 1 THEN
+           PERFORM pg_terminate_backend(pg_backend_pid());
+         END IF;
+         RETURN NULL;
+       END $$""",
+    "CREATE TRIGGER ops_kill_once AFTER INSERT ON personal_access_tokens "
+    "FOR EACH STATEMENT EXECUTE FUNCTION ops_kill_once()",
+]
+
+
+@pytest.fixture
+def backend_killed_once(pg_engine):
+    """The first chunk that mints tokens loses its database backend mid-transaction, as a failover or an
+    administrator's pg_terminate_backend does; every later one goes through."""
+    with pg_engine.begin() as conn:
+        for statement in KILL_ONCE:
+            conn.exec_driver_sql(statement)
+    yield
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER IF EXISTS ops_kill_once ON personal_access_tokens")
+        conn.exec_driver_sql("DROP FUNCTION IF EXISTS ops_kill_once()")
+        conn.exec_driver_sql("DROP SEQUENCE IF EXISTS ops_fault_once")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_terminated_database_backend_is_retried_and_reported(env, pg_engine, redis_client, backend_killed_once,
+                                                                workers):
+    add_users(pg_engine, list(range(1, 21)))
+    for uid in (1, 12):
+        put_session(redis_client, f"s{uid}", express(uid))
+    done = run(["migrate", "--yes", "--json", "--workers", workers, "--chunk-size", "5"], env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["migrated_users"], summary["sessions_migrated"], summary["failed_users"]) == (20, 2, 0)
+    assert sum(summary["retries"].values()) == 1 and next(iter(summary["retries"])).startswith("database: ")
+    assert "retry 1 of" in done.stderr
+    assert token_count(pg_engine) == 20  # the retried chunk minted once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -156,6 +157,9 @@ def run_summary_table(summary) -> str:
             ("tokens revoked", f"{summary.tokens_revoked:,}"),
             ("sessions removed", f"{summary.sessions_removed:,}"),
         ]
+    if summary.retries:
+        rows.append(("retried (transient)", f"{sum(summary.retries.values()):,}"))
+        rows += [(f"  {what}", f"{n:,}") for what, n in sorted(summary.retries.items())]
     rows += [("elapsed", duration(summary.elapsed)), ("rate", f"{summary.rate:,.0f} users/s")]
     return table(rows)
 
@@ -170,17 +174,12 @@ def problems_table(problems, limit: int = 10) -> str:
 
 
 def cmd_migrate(args, settings: Settings) -> int:
-    from tokenmigration.local_driver import LocalDriver
-
     migrator = _services(settings, redis=True)
     if not args.dry_run:
         confirm(f"Migrate every user of {_target(migrator)} to Sanctum tokens and Laravel sessions?", args.yes)
     with _open_errors_file(args.errors_file) or contextlib.nullcontext() as errors_file:
-        bar = ProgressBar(quiet=args.json)
-        try:
-            summary = LocalDriver(settings, migrator, args.workers).migrate(args.chunk_size, args.dry_run, bar)
-        finally:
-            bar.close()
+        summary = _run_locally(args, settings, migrator,
+                               lambda driver, bar: driver.migrate(args.chunk_size, args.dry_run, bar))
         for problem in summary.problems if errors_file is not None else ():
             errors_file.write(json.dumps(problem.to_dict()) + "\n")
     text = run_summary_table(summary)
@@ -191,17 +190,37 @@ def cmd_migrate(args, settings: Settings) -> int:
 
 
 def cmd_rollback(args, settings: Settings) -> int:
-    from tokenmigration.local_driver import LocalDriver
-
     migrator = _services(settings)
     confirm(f"Remove every token and session this tool created in {_target(migrator)}, for every user?", args.yes)
-    bar = ProgressBar(quiet=args.json)
-    try:
-        summary = LocalDriver(settings, migrator, args.workers).rollback(args.chunk_size, bar)
-    finally:
-        bar.close()
+    summary = _run_locally(args, settings, migrator, lambda driver, bar: driver.rollback(args.chunk_size, bar))
     _emit(summary.to_dict(), args.json, run_summary_table(summary))
     return EXIT_OK
+
+
+def _run_locally(args, settings: Settings, migrator, go):
+    """Run with a progress bar; when the run stops early, show what was committed, then say why in one line."""
+    from tokenmigration.cli.errors import describe
+    from tokenmigration.local_driver import LocalDriver, RunStopped
+
+    bar = ProgressBar(quiet=args.json)
+    driver = LocalDriver(settings, migrator, args.workers, notice=bar.note)
+    try:
+        return go(driver, bar)
+    except RunStopped as stopped:
+        bar.close()
+        summary = stopped.summary
+        _emit({**summary.to_dict(), "stopped": "interrupted" if stopped.cause is None else "failed"}, args.json,
+              "stopped early; committed before it stopped:\n" + run_summary_table(summary))
+        if stopped.cause is None:
+            raise KeyboardInterrupt from None
+        message = describe(stopped.cause)
+        if message is None:
+            raise stopped.cause from None  # a bug: its traceback is the report
+        retried = sum(summary.retries.values())
+        after = f" (after {retried} retr{'y' if retried == 1 else 'ies'})" if retried else ""
+        raise CliError(f"{message}{after}; every finished chunk is committed, run again to continue") from None
+    finally:
+        bar.close()
 
 
 def cmd_stats(args, settings: Settings) -> int:
@@ -247,8 +266,13 @@ COMMANDS = {"db": cmd_db, "migrate": cmd_migrate, "rollback": cmd_rollback, "sta
             "cleanup": cmd_cleanup, "demo": cmd_demo, "local": cmd_local, "api": cmd_api}
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (kill, systemd, docker stop) stops a command as Ctrl-C does
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         settings = Settings.from_env()
         return COMMANDS[args.command](args, settings)
@@ -256,8 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tokenmigration: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("\ntokenmigration: interrupted; every finished chunk is committed, run again to continue",
-              file=sys.stderr)
+        if args.command in ("migrate", "rollback"):
+            print("\ntokenmigration: interrupted; every finished chunk is committed, run again to continue",
+                  file=sys.stderr)
+        else:
+            print("\ntokenmigration: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
         from tokenmigration.cli.errors import describe
@@ -267,6 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tokenmigration: {message}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

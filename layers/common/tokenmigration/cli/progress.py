@@ -47,7 +47,15 @@ class ProgressBar:
             self.stream.flush()
             self._last_line = now
 
+    def note(self, line: str) -> None:
+        """A line of its own above the bar (a retry, a stop), even when quiet: the operator must see those."""
+        if self._drawn:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(f"tokenmigration: {line}\n")
+        self.stream.flush()
+
     def close(self) -> None:
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+            self._drawn = False

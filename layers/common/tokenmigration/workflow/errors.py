@@ -38,7 +38,7 @@ class InvalidStepInput(ValueError):
 # serialization failures (40), too many connections (53300), server shutting down or starting (57P01-57P03).
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53300", "57P01", "57P02", "57P03")
 
-_REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
+REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
@@ -83,7 +83,7 @@ def transient_errors() -> Iterator[None]:
         code = sqlstate(error)
         detail = type(getattr(error, "orig", None) or error).__name__ + (f" (SQLSTATE {code})" if code else "")
         raise TransientDatabaseError(f"the database failed transiently: {detail}") from error
-    except _REDIS_TRANSIENT as error:
+    except REDIS_TRANSIENT as error:
         # redis-py's messages name the host and port ("Error 111 connecting to h:6379. Connection refused."),
         # never a password: the operator reads this line in the run's progress to know what to fix.
         lines = str(error).strip().splitlines()
