@@ -37,6 +37,7 @@ from typing import Any
 
 import redis
 from baseline import TOKENABLE_TYPE, BaselineResult, run_baseline
+from meters import PrivateServers, RssSampler, tree_cpu_seconds
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -81,6 +82,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-db", type=int, default=14,
                         help="Redis DB number to seed; it is FLUSHED (default 14)")
     parser.add_argument("--db-prefix", default="tm_bench", help="database names: <prefix>_src, _a, _b")
+    parser.add_argument("--servers", choices=("private", "shared"), default="private",
+                        help="private (default): a throwaway PostgreSQL cluster and redis-server of the bench's "
+                             "own, so their CPU-seconds and WAL bytes are the contestants' alone; shared: "
+                             "--pg-server and --redis-url, whose figures include every other client's work")
+    parser.add_argument("--wal-stats", action="store_true",
+                        help="private servers: write pg_waldump --stats=record of the engine's WAL to "
+                             "bench/results/engine-wal.txt (which records and full-page images it wrote)")
     args = parser.parse_args(argv)
     if args.baseline_users is None or args.baseline_users > args.users:
         args.baseline_users = args.users
@@ -221,7 +229,9 @@ class EngineRun:
     command: list[str]
     seconds: float
     returncode: int
-    peak_rss_mib: float
+    peak_rss_mib: float  # the largest single process (the CLI or one worker), exact
+    peak_tree_rss_mib: float  # the CLI and its workers together, sampled
+    cpu_seconds: float  # user + system of the CLI and every worker it reaped
     log: str
 
 
@@ -240,19 +250,108 @@ def run_engine(database_url: str, redis_url: str, workers: int, chunk_size: int,
         "EXPRESS_USER_ID_PATH": "passport.user",
         "SANCTUM_TOKENABLE_TYPE": TOKENABLE_TYPE,
     }
-    if resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss:
-        # ru_maxrss of children is a maximum over every child ever waited for: a previous child
-        # would hide the engine's figure.
-        raise RuntimeError("bench: a child process ran before the engine; its peak memory would be ambiguous")
     with log_path.open("wb") as log:
         started = time.perf_counter()
-        completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, check=False)
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with RssSampler(proc.pid) as sampler:
+            # wait4 gives this one child's usage with its reaped workers folded in, whatever else the
+            # bench ran before (the servers, initdb).
+            _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
-    # Linux reports KiB. The figure is the largest single process among the CLI and its workers
-    # (each worker's usage is folded into the CLI's children when the CLI reaps it), not their sum.
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return EngineRun(command, seconds, completed.returncode, peak_kib / 1024, str(log_path))
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    # Linux reports ru_maxrss in KiB: the largest single process among the CLI and its reaped workers.
+    return EngineRun(command, seconds, proc.returncode, usage.ru_maxrss / 1024, sampler.peak_sum / 2**20,
+                     usage.ru_utime + usage.ru_stime, str(log_path))
+
+
+# --- what a contestant cost the servers ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerReading:
+    db_cpu: float
+    redis_cpu: float
+    wal_lsn: str
+
+
+@dataclass(slots=True)
+class Cost:
+    client_cpu: float
+    db_cpu: float
+    redis_cpu: float
+    wal_bytes: int
+    migrated: int  # users migrated: the per-user figures divide by this
+
+    def per_user(self) -> dict[str, float]:
+        n = max(self.migrated, 1)
+        return {"client_cpu_us": self.client_cpu / n * 1e6, "db_cpu_us": self.db_cpu / n * 1e6,
+                "redis_cpu_us": self.redis_cpu / n * 1e6, "wal_bytes": self.wal_bytes / n}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"client_cpu_seconds": round(self.client_cpu, 3), "db_cpu_seconds": round(self.db_cpu, 3),
+                "redis_cpu_seconds": round(self.redis_cpu, 3), "wal_bytes": self.wal_bytes,
+                "users_migrated": self.migrated,
+                "per_migrated_user": {k: round(v, 1) for k, v in self.per_user().items()}}
+
+
+@dataclass(frozen=True, slots=True)
+class Servers:
+    """Where the server processes are: their CPU is read from /proc, the log position from SQL.
+
+    PostgreSQL's log is its WAL (pg_current_wal_lsn); InnoDB's is the redo log (Innodb_lsn_current; the
+    binary log, when on, is counted too). Both positions are server-wide: on a shared server they include
+    every other client's writes, hence the private servers.
+    """
+
+    admin: Engine
+    db_pid: int
+    redis_pid: int
+    db_private: bool
+    redis_private: bool
+    waldump: Any = None  # (start lsn, end lsn, output path) -> None, private PostgreSQL only
+
+    @property
+    def mysql(self) -> bool:
+        return self.admin.dialect.name in ("mysql", "mariadb")
+
+    @property
+    def private(self) -> bool:
+        return self.db_private and self.redis_private
+
+    def _log_position(self) -> str:
+        with self.admin.connect() as conn:
+            if not self.mysql:
+                return str(conn.execute(text("SELECT pg_current_wal_lsn()")).scalar_one())
+            status = dict(conn.execute(text(
+                "SHOW GLOBAL STATUS WHERE variable_name IN ('Innodb_lsn_current', 'Binlog_bytes_written')")).all())
+            return str(int(status.get("Innodb_lsn_current", 0)) + int(status.get("Binlog_bytes_written", 0)))
+
+    def read(self) -> ServerReading:
+        return ServerReading(tree_cpu_seconds(self.db_pid), tree_cpu_seconds(self.redis_pid), self._log_position())
+
+    def cost(self, before: ServerReading, after: ServerReading, client_cpu: float, migrated: int) -> Cost:
+        if self.mysql:
+            wal = int(after.wal_lsn) - int(before.wal_lsn)
+        else:
+            with self.admin.connect() as conn:
+                wal = int(conn.execute(text("SELECT pg_wal_lsn_diff(CAST(:a AS pg_lsn), CAST(:b AS pg_lsn))"),
+                                       {"a": after.wal_lsn, "b": before.wal_lsn}).scalar_one())
+        return Cost(client_cpu, after.db_cpu - before.db_cpu, after.redis_cpu - before.redis_cpu, wal, migrated)
+
+
+def server_pid(admin: Engine) -> int:
+    """The database server's process: the postmaster (whose reaped backends it accounts for), or mariadbd."""
+    with admin.connect() as conn:
+        if admin.dialect.name in ("mysql", "mariadb"):
+            pid_file = str(conn.execute(text("SELECT @@pid_file")).scalar_one())
+            return int(Path(pid_file).read_text().split()[0])
+        backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its ppid
+
+
+def thread_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- verification -------------------------------------------------------------------------------
@@ -276,12 +375,15 @@ class Outcome:
                 "bad_token_links": self.bad_token_links}
 
 
-def expected_outcome(report: SeedReport, cutoff: int) -> Outcome:
-    """What the seed implies: every user without a prior token is migrated with all its sessions."""
+def expected_outcome(report: SeedReport, cutoff: int, carry_skipped: bool) -> Outcome:
+    """What the seed implies: every user without a prior token is migrated with all its sessions; with
+    ``carry_skipped`` (the engine), users holding a token keep their sessions too (skipping is about the
+    token only), while the baseline, the PHP sketch, leaves them alone."""
     holders = set(report.users_with_tokens)
     in_range = [uid for uid in report.user_ids if uid <= cutoff]
     migrated = [uid for uid in in_range if uid not in holders]
-    per_user = {uid: report.sessions_by_user[uid] for uid in migrated if report.sessions_by_user[uid]}
+    carried = in_range if carry_skipped else migrated
+    per_user = {uid: report.sessions_by_user[uid] for uid in carried if report.sessions_by_user[uid]}
     return Outcome(len(in_range), len(migrated), len(migrated), sum(per_user.values()), 0, migrated, per_user)
 
 
@@ -345,14 +447,37 @@ def baseline_rate(result: BaselineResult, total_users: int) -> tuple[float, floa
     return total_users / estimate, estimate, True
 
 
-def side_by_side(expected: Outcome, baseline: Outcome, engine: Outcome) -> str:
-    rows = [("", "expected", "baseline (A)", "engine (B)")]
+def side_by_side(expected: Outcome, baseline: Outcome, expected_eng: Outcome, engine: Outcome) -> str:
+    rows = [("", "expected (A)", "baseline (A)", "expected (B)", "engine (B)")]
     for name, label in (("users", "users in range"), ("users_migrated", "users migrated"),
                         ("tokens_created", "tokens created"), ("session_rows", "session rows"),
                         ("bad_token_links", "bad token links")):
-        rows.append((label, *(f"{getattr(o, name):,}" for o in (expected, baseline, engine))))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((label, *(f"{getattr(o, name):,}" for o in (expected, baseline, expected_eng, engine))))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
+    for label, *cells in rows:
+        lines.append("  " + label.ljust(widths[0])
+                     + "".join("  " + c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)))
+    return "\n".join(lines)
+
+
+def cost_table(base: Cost, eng: Cost, servers: Servers) -> str:
+    """CPU-seconds and WAL, in all and per migrated user, for both contestants."""
+    rows = [("", "baseline (A)", "engine (B)", "baseline/user", "engine/user")]
+    bu, eu = base.per_user(), eng.per_user()
+    for label, attr, key, unit in (("client CPU", "client_cpu", "client_cpu_us", "us"),
+                                   ("database CPU", "db_cpu", "db_cpu_us", "us"),
+                                   ("Redis CPU", "redis_cpu", "redis_cpu_us", "us")):
+        rows.append((label, f"{getattr(base, attr):.2f} s", f"{getattr(eng, attr):.2f} s",
+                     f"{bu[key]:,.0f} {unit}", f"{eu[key]:,.0f} {unit}"))
+    rows.append(("redo log (InnoDB)" if servers.mysql else "WAL",
+                 f"{base.wal_bytes / 2**20:,.1f} MiB", f"{eng.wal_bytes / 2**20:,.1f} MiB",
+                 f"{bu['wal_bytes']:,.0f} B", f"{eu['wal_bytes']:,.0f} B"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [f"cost, per migrated user ({base.migrated:,} baseline, {eng.migrated:,} engine)"
+             + ":" + ("" if servers.db_private else "  (shared database server: its CPU and log include "
+                      "other clients' work)")
+             + ("" if servers.redis_private else "  (shared Redis: includes other clients' work)")]
     for label, *cells in rows:
         lines.append("  " + label.ljust(widths[0])
                      + "".join("  " + c.rjust(w) for c, w in zip(cells, widths[1:], strict=True)))
@@ -370,7 +495,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Every database asked for, one after the other; the exit status is the worst of them."""
     if args.database != "both":
         return run_one(args, args.database)
-    # One process per database: the engine's peak memory is read from this process's children.
+    # One process per database, each with servers of its own.
     rest = [a for i, a in enumerate(argv) if a != "--database" and not a.startswith("--database=")
             and (i == 0 or argv[i - 1] != "--database")]
     return max(subprocess.run([sys.executable, str(Path(__file__).resolve()), *rest, "--database", database],
@@ -379,30 +504,55 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def run_one(args: argparse.Namespace, database: str) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    server_url = args.pg_server if database == "postgresql" else args.mysql_server
-    dbs = Databases(normalize_url(server_url), f"{args.db_prefix}_src", f"{args.db_prefix}_a",
-                    f"{args.db_prefix}_b")
-    redis_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
-    client = redis.Redis.from_url(redis_url)
-    server = server_for(admin_engine(server_url))
-    for name in dbs.names:  # leftovers of an interrupted run
-        server.drop(name)
-    client.flushdb()
+    # Private servers: PostgreSQL and Redis of the bench's own; MySQL/MariaDB stays the shared server.
+    private = PrivateServers.start(postgres=database == "postgresql") if args.servers == "private" else None
+    if private is not None:
+        args.redis_url, args.redis_db = private.redis_url, 0
+        if private.pg is not None:
+            args.pg_server = private.pg_url
+        log(f"private servers in {private.workdir}: redis-server on port {private.redis_port}"
+            + (f", PostgreSQL on port {private.pg_port}" if private.pg is not None else ""))
     try:
-        return _run(args, database, dbs, server, client, redis_url)
+        server_url = args.pg_server if database == "postgresql" else args.mysql_server
+        dbs = Databases(normalize_url(server_url), f"{args.db_prefix}_src", f"{args.db_prefix}_a",
+                        f"{args.db_prefix}_b")
+        redis_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
+        client = redis.Redis.from_url(redis_url)
+        server = server_for(admin_engine(server_url))
+        servers = Servers(
+            server.admin,
+            private.pg_pid if private is not None and private.pg is not None else server_pid(server.admin),
+            private.redis_pid if private is not None else int(client.info("server")["process_id"]),
+            db_private=private is not None and private.pg is not None, redis_private=private is not None,
+            waldump=private.waldump if private is not None and private.pg is not None else None,
+        )
+        for name in dbs.names:  # leftovers of an interrupted run
+            server.drop(name)
+        client.flushdb()
+        try:
+            return _run(args, database, dbs, server, client, redis_url, servers)
+        finally:
+            if args.keep:
+                log(f"kept databases {', '.join(dbs.names)} and Redis DB {args.redis_db} (--keep)")
+            else:
+                for name in dbs.names:
+                    server.drop(name)
+                client.flushdb()
+                log(f"dropped databases {', '.join(dbs.names)}; flushed Redis DB {args.redis_db}")
+            server.admin.dispose()
+            client.close()
     finally:
-        if args.keep:
-            log(f"kept databases {', '.join(dbs.names)} and Redis DB {args.redis_db} (--keep)")
-        else:
-            for name in dbs.names:
-                server.drop(name)
-            client.flushdb()
-            log(f"dropped databases {', '.join(dbs.names)}; flushed Redis DB {args.redis_db}")
-        server.admin.dispose()
+        if private is not None:
+            if args.keep:
+                log(f"kept the private servers running (redis pid {private.redis_pid}"
+                    + (f", postgres pid {private.pg_pid}" if private.pg is not None else "")
+                    + f"): stop them with kill, then rm -r {private.workdir}")
+            else:
+                private.stop()
 
 
 def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server, client: redis.Redis,
-         redis_url: str) -> int:
+         redis_url: str, servers: Servers) -> int:
     log(f"{server.label}: seeding {args.users:,} users into {dbs.src} and Redis DB {args.redis_db} ...")
     started = time.perf_counter()
     report = build_source(server, dbs, client, args.users)
@@ -419,7 +569,9 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     log(f"baseline: per-user transactions on {dbs.a}, "
         + (f"first {args.baseline_users:,} of {args.users:,} users (rate extrapolated) ..." if partial
            else f"all {args.users:,} users ..."))
+    before, cpu_before = servers.read(), thread_cpu()
     base = run_baseline(dbs.url(dbs.a), client, args.baseline_users if partial else None, PREFIX)
+    base_cost = servers.cost(before, servers.read(), thread_cpu() - cpu_before, base.migrated)
     base_rate, base_full_seconds, extrapolated = baseline_rate(base, args.users)
     log(f"baseline: {base.users:,} users in {base.seconds:.1f}s (scan {base.scan_seconds:.1f}s, "
         f"loop {base.loop_seconds:.1f}s) -> {base_rate:,.0f} users/s"
@@ -428,7 +580,12 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     server.checkpoint()
     log(f"engine: tokenmigration migrate --workers {args.workers} --chunk-size {args.chunk_size} "
         f"on {dbs.b} ...")
+    before = servers.read()
     eng = run_engine(dbs.url(dbs.b), redis_url, args.workers, args.chunk_size, RESULTS_DIR / "engine.log")
+    after = servers.read()
+    if args.wal_stats and servers.waldump is not None:
+        servers.waldump(before.wal_lsn, after.wal_lsn, RESULTS_DIR / "engine-wal.txt")
+        log(f"engine WAL records: {RESULTS_DIR / 'engine-wal.txt'}")
     eng_rate = args.users / eng.seconds
     log(f"engine: exit {eng.returncode} after {eng.seconds:.2f}s -> {eng_rate:,.0f} users/s, "
         f"peak RSS {eng.peak_rss_mib:.0f} MiB (output in {eng.log})")
@@ -436,16 +593,18 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     # Compare on the users the baseline walked; on a partial baseline, the engine's whole run is
     # checked against the seed as well.
     cutoff = base.last_user_id if base.last_user_id is not None else 0
-    expected = expected_outcome(report, cutoff)
+    expected = expected_outcome(report, cutoff, carry_skipped=False)
+    expected_eng = expected_outcome(report, cutoff, carry_skipped=True)
     seeded_in_range = sum(1 for uid in report.users_with_tokens if uid <= cutoff)
     on_a = read_outcome(dbs.url(dbs.a), cutoff, seeded_in_range)
     on_b = read_outcome(dbs.url(dbs.b), cutoff, seeded_in_range)
-    problems = mismatches(expected, on_a, "baseline") + mismatches(expected, on_b, "engine")
-    expected_all, engine_all = expected, on_b
+    problems = mismatches(expected, on_a, "baseline") + mismatches(expected_eng, on_b, "engine")
+    expected_all, engine_all = expected_eng, on_b
     if partial:
-        expected_all = expected_outcome(report, report.user_ids[-1])
+        expected_all = expected_outcome(report, report.user_ids[-1], carry_skipped=True)
         engine_all = read_outcome(dbs.url(dbs.b), report.user_ids[-1], len(report.users_with_tokens))
         problems += mismatches(expected_all, engine_all, "engine (all users)")
+    eng_cost = servers.cost(before, after, eng.cpu_seconds, engine_all.users_migrated)
     if eng.returncode != 0:
         problems.append(f"the engine exited with status {eng.returncode}: see {eng.log}")
 
@@ -487,10 +646,14 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
           f"{eng.seconds:.2f}s, process start to exit, {args.workers} workers, chunks of {args.chunk_size:,}")
     print(f"speed-up               {ratio:>10,.1f}x")
     print(f"engine peak memory     {eng.peak_rss_mib:>10,.0f} MiB     (max RSS of the largest single process "
-          "of the run, not a sum)")
+          "of the run, exact)")
+    print(f"                       {eng.peak_tree_rss_mib:>10,.0f} MiB     (the CLI and its workers together, "
+          "sampled every 0.1 s)")
+    print()
+    print(cost_table(base_cost, eng_cost, servers))
     print()
     print(f"results compared on {scope}:")
-    print(side_by_side(expected, on_a, on_b))
+    print(side_by_side(expected, on_a, expected_eng, on_b))
     if partial:
         print(f"  engine, all {args.users:,} users: migrated {engine_all.users_migrated:,} "
               f"(expected {expected_all.users_migrated:,}), session rows {engine_all.session_rows:,} "
@@ -520,9 +683,14 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
                    "users_per_second": round(eng_rate, 1), "exit_status": eng.returncode,
                    "peak_rss_mib": round(eng.peak_rss_mib, 1),
                    "peak_rss_note": "largest single process of the run (CLI or one worker), not a sum",
+                   "peak_tree_rss_mib": round(eng.peak_tree_rss_mib, 1),
                    "log": eng.log},
         "ratio": round(ratio, 2),
+        "servers": {"database": "private" if servers.db_private else "shared (includes other clients' work)",
+                    "redis": "private" if servers.redis_private else "shared (includes other clients' work)"},
+        "cost": {"baseline": base_cost.as_dict(), "engine": eng_cost.as_dict()},
         "verification": {"scope_max_user_id": cutoff, "expected": expected.counts(),
+                         "expected_engine": expected_eng.counts(),
                          "baseline": on_a.counts(), "engine": on_b.counts(), "equivalent": valid,
                          "problems": problems},
         "goals": {"ratio": GOAL_RATIO, "users_per_second": GOAL_USERS_PER_SECOND,

@@ -1,0 +1,268 @@
+"""What one contestant of ``make bench`` cost: CPU-seconds per process from /proc, WAL bytes, peak memory.
+
+Wall-clock users/s is noisy on a shared machine; CPU-seconds charged to a process and WAL bytes are not.
+The bench gives the database and Redis servers of its own (``PrivateServers``) so that everything those
+processes do and log is the contestant's work, not another client's: PostgreSQL's WAL position is
+cluster-wide, and a shared redis-server serves everyone.
+
+A process's CPU is read from /proc/<pid>/stat: its own utime+stime plus cutime+cstime, the time of the
+children it has reaped. A backend that exits is reaped by the postmaster, so a whole server's CPU is the
+root's four fields plus every live descendant's, and a difference of two readings misses nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # gone meanwhile
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its closing one.
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            found.extend(int(c) for c in text.split())
+    except OSError:
+        pass
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU-seconds of ``root`` and all its descendants, dead (reaped) or alive."""
+    fields = _stat(root)
+    if fields is None:
+        return 0.0
+    # After the name: state(0) ... utime(11) stime(12) cutime(13) cstime(14)
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return ticks / TICKS + sum(tree_cpu_seconds(child) for child in _children(root))
+
+
+def tree_rss_bytes(root: int) -> tuple[int, int]:
+    """(sum, largest single) resident set of ``root`` and its live descendants."""
+    fields = _stat(root)
+    if fields is None:
+        return 0, 0
+    own = int(fields[21]) * PAGE  # rss(24) in pages, 21 after the name
+    total, largest = own, own
+    for child in _children(root):
+        t, big = tree_rss_bytes(child)
+        total, largest = total + t, max(largest, big)
+    return total, largest
+
+
+class RssSampler:
+    """Samples a process tree's summed RSS every ``interval`` seconds on a thread; keeps the peak.
+
+    The largest single process is exact from getrusage (ru_maxrss); the sum of a tree's processes at one
+    moment is not kept by the kernel, hence the sampling (peaks shorter than the interval may be missed).
+    """
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid, self.interval = pid, interval
+        self.peak_sum = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_sum = max(self.peak_sum, tree_rss_bytes(self.pid)[0])
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _postgres_bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        bindir = Path(subprocess.run([pg_config, "--bindir"], capture_output=True, text=True,
+                                     check=False).stdout.strip())
+        if (bindir / "initdb").exists():
+            return bindir
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@dataclass(slots=True)
+class PrivateServers:
+    """A throwaway PostgreSQL cluster and redis-server, with default settings, for one bench run."""
+
+    workdir: Path
+    pg_port: int
+    redis_port: int
+    pg: subprocess.Popen | None = None
+    redis: subprocess.Popen | None = None
+    bindir: Path | None = None
+
+    @property
+    def pg_url(self) -> str:
+        return f"postgresql+pg8000://postgres@127.0.0.1:{self.pg_port}/postgres"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}"
+
+    @property
+    def pg_pid(self) -> int:
+        assert self.pg is not None
+        return self.pg.pid
+
+    @property
+    def redis_pid(self) -> int:
+        assert self.redis is not None
+        return self.redis.pid
+
+    @classmethod
+    def start(cls, postgres: bool = True) -> PrivateServers:
+        bindir = _postgres_bindir()
+        if (postgres and bindir is None) or shutil.which("redis-server") is None:
+            raise SystemExit("bench: private servers need PostgreSQL's initdb and redis-server "
+                             "(apt-get install postgresql redis-server), or pass --servers shared")
+        workdir = Path(tempfile.mkdtemp(prefix="tm-bench-"))
+        servers = cls(workdir, free_port(), free_port())
+        try:
+            if postgres:
+                servers._start_postgres(bindir)
+            servers._start_redis()
+        except BaseException:
+            servers.stop()
+            raise
+        return servers
+
+    def _as_postgres(self) -> list[str]:
+        # PostgreSQL refuses to run as root.
+        return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+    def waldump(self, start: str, end: str, out: Path) -> None:
+        """pg_waldump's per-record-type totals (counts, record and full-page-image bytes) of start..end."""
+        assert self.bindir is not None
+        done = subprocess.run([*self._as_postgres(), str(self.bindir / "pg_waldump"), "--stats=record",
+                               "-p", str(self.workdir / "pg" / "pg_wal"), "-s", start, "-e", end],
+                              capture_output=True, text=True, check=False)
+        out.write_text(done.stdout + done.stderr, encoding="utf-8")
+
+    def _start_postgres(self, bindir: Path) -> None:
+        self.bindir = bindir
+        data = self.workdir / "pg"
+        data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.workdir, "postgres")
+            shutil.chown(data, "postgres")
+        subprocess.run([*self._as_postgres(), str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                        "-A", "trust", "--no-sync", "-E", "UTF8"],
+                       check=True, capture_output=True)
+        # Shipped settings (shared_buffers, max_wal_size, fsync, synchronous_commit), as the machine's own
+        # server has them, and like it without autovacuum: a worker starting mid-run would make runs differ.
+        self.pg = subprocess.Popen(
+            [*self._as_postgres(), str(bindir / "postgres"), "-D", str(data), "-p", str(self.pg_port),
+             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
+             "-c", "autovacuum=off"],
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / "pg.log").open("wb"),
+        )
+        if os.geteuid() == 0:
+            # runuser forks the server as its child: measure the server itself.
+            self.pg = _Child(self.pg, _wait_for_child(self.pg.pid))
+        _wait_for_postgres(bindir, self.pg_port, self.workdir / "pg.log")
+
+    def _start_redis(self) -> None:
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=(self.workdir / "redis.log").open("wb"), stderr=subprocess.STDOUT,
+        )
+        _wait_for_port(self.redis_port, "redis-server", self.workdir / "redis.log")
+
+    def stop(self) -> None:
+        for proc in (self.redis, self.pg):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()  # postgres: smart shutdown after the bench closed its connections
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class _Child:
+    """runuser's child (the server): signals go to it, waits go through runuser."""
+
+    def __init__(self, wrapper: subprocess.Popen, pid: int) -> None:
+        self._wrapper, self.pid = wrapper, pid
+
+    def poll(self):
+        return self._wrapper.poll()
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 15)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+
+    def wait(self, timeout: float | None = None):
+        return self._wrapper.wait(timeout=timeout)
+
+
+def _wait_for_child(pid: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = _children(pid)
+        if children:
+            return children[0]
+        time.sleep(0.01)
+    raise SystemExit("bench: the private PostgreSQL server did not start")
+
+
+def _wait_for_postgres(bindir: Path, port: int, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
+                               check=False)
+        if ready.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"bench: private postgres did not start on port {port}; see {log}")
+
+
+def _wait_for_port(port: int, what: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: private {what} did not start on port {port}; see {log}")
