@@ -39,6 +39,11 @@ coverage: install
 bench: install
 	$(PY) bench/bench.py $(BENCH_ARGS)
 
+# POST /auth/migration/bridge's own latency through the local twin (bench/bridge_route_bench.py).
+.PHONY: bench-bridge-route
+bench-bridge-route: install
+	$(PY) bench/bridge_route_bench.py $(BENCH_ARGS)
+
 # The Laravel bridge's first request vs an ordinary one, through the local twin (bench/bridge_bench.py).
 .PHONY: bench-laravel-bridge
 bench-laravel-bridge: install browser-deps
