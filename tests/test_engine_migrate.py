@@ -339,3 +339,37 @@ def test_sanctum_2_table_without_expires_at(settings, db_engine, redis_client):
 
     with pytest.raises(ConfigError, match="MIGRATION_TOKEN_EXPIRES_DAYS"):
         Migrator(settings.replace(migration_token_expires_days=3), db_engine, redis_client).check_schema()
+
+
+@pytest.mark.parametrize("db_engine", ["postgresql", "mysql"], indirect=True)
+def test_workers_on_disjoint_chunks_all_commit(settings, db_engine, redis_client):
+    """Four workers at once on neighbouring chunks, as the local driver and the Lambdas run them: every chunk
+    commits (MySQL's REPEATABLE READ gap locks once made them deadlock) and every user is migrated once."""
+    ids = list(range(1, 1201))
+    add_users(db_engine, ids)
+    for uid in ids:
+        put_session(redis_client, f"s{uid}", express(uid, userAgent=f"agent {uid}"))
+    plan = Migrator(settings, db_engine, redis_client).plan("run-1", 150)
+    assert len(plan.chunks) == 8
+    barrier = threading.Barrier(4)
+    results, failures = [], []
+
+    def work(chunks):
+        migrator = Migrator(settings, db_engine, redis_client)
+        barrier.wait()
+        for chunk in chunks:
+            try:
+                results.append(migrator.migrate_chunk(chunk, "run-1"))
+            except Exception as exc:  # reported below, with the chunk
+                failures.append((chunk.number, exc))
+
+    threads = [threading.Thread(target=work, args=(plan.chunks[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert sum(r.migrated_users for r in results) == 1200 and sum(r.sessions_migrated for r in results) == 1200
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count(func.distinct(tokens.c.tokenable_id)))).scalar_one() == 1200
+        assert conn.execute(select(func.count()).select_from(sessions)).scalar_one() == 1200

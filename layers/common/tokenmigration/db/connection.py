@@ -40,6 +40,13 @@ def make_engine(url: str | None, **kwargs) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _sqlite_transactions(engine)
         return engine
+    if backend in ("mysql", "mariadb"):
+        # READ COMMITTED: InnoDB's REPEATABLE READ takes next-key (gap) locks on every range a write reads,
+        # so two workers reading token hashes or ledger ranges on disjoint chunks would block each other and
+        # deadlock. Correctness rests on the row locks of each chunk's users (FOR UPDATE), not on a snapshot.
+        # (With binary logging on, READ COMMITTED needs binlog_format ROW or MIXED, the defaults since
+        # MySQL 5.7.7 and MariaDB 10.2.4.)
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -277,7 +277,8 @@ class Migrator:
         cleanup removes it once it is past its lifetime.
         """
         found = self.index_store(run_id).read(chunk.number)
-        outcome = self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id, dry_run)
+        outcome = _retry_deadlocks(lambda: self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id,
+                                                               dry_run))
         result = outcome.result
         if not dry_run and (result.skip_reasons[SKIP_ALREADY_MIGRATED] or outcome.sessions_already_carried):
             # Only then can an earlier attempt of this run have done part of the chunk's work.
@@ -656,12 +657,15 @@ class Migrator:
         With a ``run_id``, every attempt reports what the run removed in this chunk, whichever attempt
         did it: the counts are kept in the same transaction as the deletes.
         """
-        result = RollbackResult(chunk=chunk.number)
-        with self.engine.begin() as conn:
-            self._rollback_range(conn, chunk.lo, chunk.hi, result)
-            if run_id is not None:
-                self._remember_rollback(conn, run_id, chunk.number, result)
-        return result
+        def attempt() -> RollbackResult:
+            result = RollbackResult(chunk=chunk.number)
+            with self.engine.begin() as conn:
+                self._rollback_range(conn, chunk.lo, chunk.hi, result)
+                if run_id is not None:
+                    self._remember_rollback(conn, run_id, chunk.number, result)
+            return result
+
+        return _retry_deadlocks(attempt)
 
     def _remember_rollback(self, conn: Connection, run_id: str, number: int, result: RollbackResult) -> None:
         key = (ledger_rollbacks.c.run_id == run_id) & (ledger_rollbacks.c.chunk == number)
@@ -707,6 +711,29 @@ class Migrator:
         ).rowcount
         for table in (ledger_tokens, ledger_sessions, ledger_failures):
             conn.execute(delete(table).where(table.c.user_id.between(lo, hi)))
+
+
+DEADLOCK_ATTEMPTS = 3
+
+
+def _retry_deadlocks(attempt):
+    """Run a chunk's transaction again when the database chose it as a deadlock victim.
+
+    InnoDB can still pick a victim among workers on disjoint chunks (index pages, the auto-increment
+    lock); the victim's transaction is rolled back whole, so running the chunk again is safe (every chunk
+    is idempotent) and usually succeeds at once. PostgreSQL's deadlock_detected is treated the same.
+    """
+    for tries_left in range(DEADLOCK_ATTEMPTS - 1, -1, -1):
+        try:
+            return attempt()
+        except Exception as exc:
+            if tries_left == 0 or not _is_deadlock(exc):
+                raise
+
+
+def _is_deadlock(exc: Exception) -> bool:
+    text_ = str(exc)
+    return "(1213," in text_ or "40P01" in text_
 
 
 def _is_lock_timeout(exc: Exception) -> bool:

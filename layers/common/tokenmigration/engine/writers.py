@@ -307,13 +307,16 @@ class MysqlChunkSql:
 
     Per chunk, in its one transaction: a locking read of the users (``SKIP LOCKED``), a count that finds
     the rows another transaction holds, one range read of the token holders; then one multi-row INSERT
-    of the tokens, INSERT ... SELECT of their ledger rows and one joined UPDATE of the users, both keyed
-    by the unique token hashes, one DELETE of forgiven failures, and multi-row INSERTs of the sessions
-    and their ledger rows. The statements are written here with every value a literal: ids, digits, hex
-    and alphanumeric tokens, base64 payloads and fixed timestamps need no escaping, and the free text (IP
-    address, user agent, names) goes through the driver's own ``escape``, which honours the server's
-    NO_BACKSLASH_ESCAPES. Binding thousands of rows through SQLAlchemy and PyMySQL's executemany costs
-    more time in Python than the server spends on the writes.
+    of the tokens, one read of their ids by the unique hashes, a multi-row INSERT of their ledger rows,
+    one UPDATE of the users joined through those ledger rows, one DELETE of forgiven failures, and
+    multi-row INSERTs of the sessions and their ledger rows. The engine runs MySQL at READ COMMITTED
+    (db.connection): no gap locks, so workers on disjoint chunks never wait on each other.
+
+    The statements are written here with every value a literal: ids, digits, hex and alphanumeric tokens,
+    base64 payloads and fixed timestamps need no escaping, and the free text (IP address, user agent,
+    names) goes through the driver's own ``escape``, which honours the server's NO_BACKSLASH_ESCAPES.
+    Binding thousands of rows through SQLAlchemy and PyMySQL's executemany costs more time in Python than
+    the server spends on the writes.
     """
 
     def lock_users(self, conn, scope, tokenable_type, lock, skip_locked):
@@ -387,16 +390,20 @@ class MysqlChunkSql:
             for uid, h in zip(tokens_.user_ids, tokens_.hashes, strict=True)
         ))
         # The hashes are unique: they name exactly the rows just inserted, whatever ids the server gave them.
-        cur.execute("INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at) "
-                    f"SELECT tokenable_id, id, {run_id}, {now} FROM personal_access_tokens WHERE token IN ({hashes})")
-        cur.execute("UPDATE users u JOIN personal_access_tokens t ON t.tokenable_id = u.id "
-                    f"SET u.migrated_to_sanctum_at = {now}, u.migration_token_id = t.id "
-                    f"WHERE t.token IN ({hashes}) AND u.id BETWEEN {min(tokens_.user_ids)} AND {max(tokens_.user_ids)}")
-        cur.execute(f"DELETE FROM token_migration_failures WHERE user_id IN ({user_ids})")
-        if not ctx.want_token_ids:
-            return {}
+        # A plain read (READ COMMITTED: no locks), so no worker ever waits on another's uncommitted tokens.
         cur.execute(f"SELECT tokenable_id, id FROM personal_access_tokens WHERE token IN ({hashes})")
-        return {int(uid): int(tid) for uid, tid in cur.fetchall()}
+        new_ids = {int(uid): int(tid) for uid, tid in cur.fetchall()}
+        _insert_rows(cur, "INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at) VALUES ",
+                     (f"({uid},{tid},{run_id},{now})" for uid, tid in new_ids.items()))
+        # Joined through the ledger rows just written, whose key leads with the user id: the statement reads
+        # only this chunk's range (another worker's range is never touched, so never locked).
+        lo, hi = min(tokens_.user_ids), max(tokens_.user_ids)
+        cur.execute("UPDATE users u JOIN token_migration_tokens l ON l.user_id = u.id "
+                    f"SET u.migrated_to_sanctum_at = {now}, u.migration_token_id = l.token_id "
+                    f"WHERE l.user_id BETWEEN {lo} AND {hi} AND u.id BETWEEN {lo} AND {hi} "
+                    f"AND l.token_id IN ({','.join(str(tid) for tid in new_ids.values())})")
+        cur.execute(f"DELETE FROM token_migration_failures WHERE user_id IN ({user_ids})")
+        return new_ids
 
 
 class _Statements:
