@@ -44,6 +44,11 @@ bench: install
 bench-bridge-route: install
 	$(PY) bench/bridge_route_bench.py $(BENCH_ARGS)
 
+# /progress and /exchange latency (p50/p95) while a 100,000-user run executes in `local serve` (bench/twin_bench.py).
+.PHONY: bench-twin
+bench-twin: install
+	$(PY) bench/twin_bench.py $(BENCH_ARGS)
+
 # The Laravel bridge's first request vs an ordinary one, through the local twin (bench/bridge_bench.py).
 .PHONY: bench-laravel-bridge
 bench-laravel-bridge: install browser-deps

@@ -74,8 +74,8 @@ class EmbeddedRedis:
 
 class LocalTwin:
     """Start with ``with LocalTwin(...) as twin:`` (or start()/stop()); ``twin.invoke(logical_id, event)`` runs
-    a function as Lambda would. Lambda invocations are serialised (one warm container for all functions), as
-    the tests' stack does: moto's backends are not made for concurrent writers."""
+    a function as Lambda would. Invocations are serialised per side (one warm container for the API's functions,
+    one for the workflow's), so a request is never stuck behind a chunk of a running migration."""
 
     def __init__(self, *, database_url: str | None = None, redis_url: str | None = None, region: str | None = None,
                  account: str = ACCOUNT, data_dir: Path | str = ".tokenmigration", sqlite_name: str = "local.sqlite",
@@ -93,6 +93,9 @@ class LocalTwin:
         self.deployment: Deployment | None = None
         self.invocations = 0
         self._lock = threading.Lock()
+        self._api_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._api_functions: set[str] = set()
         self._in_flight = 0
         self._embedded_redis: EmbeddedRedis | None = None
         self._undo: list[Callable[[], None]] = []
@@ -176,6 +179,11 @@ class LocalTwin:
         deployment.env.update(env)
         os.environ.update(env)
         self.deployment = deployment
+        self._api_functions = {
+            logical_id for logical_id, resource in deployment.template["Resources"].items()
+            if any(event.get("Type") == "Api"
+                   for event in (resource.get("Properties", {}).get("Events") or {}).values())
+        }
 
         from tokenmigration.aws.context import reset_services, services
         from tokenmigration.db.connection import make_engine
@@ -244,14 +252,22 @@ class LocalTwin:
         assert self.deployment is not None, "the twin is not running"
         fn = self.deployment.function(name)
         handler = self.deployment.handler(name)
-        with self._lock:
-            self._in_flight += 1
-            try:
+        with self._lock_of(fn.logical_id):
+            with self._count_lock:
+                self._in_flight += 1
                 self.invocations += 1
+            try:
                 result = handler(copy.deepcopy(event), FakeLambdaContext(fn.name, fn.arn, fn.memory))
                 return json.loads(json.dumps(result))
             finally:
-                self._in_flight -= 1
+                with self._count_lock:
+                    self._in_flight -= 1
+
+    def _lock_of(self, logical_id: str) -> threading.Lock:
+        """The API's functions share one "container" and the workflow's another: a request never queues behind
+        a chunk of a running migration (on AWS they are separate Lambdas), while each side stays serial,
+        as the Powertools metrics the API functions share and moto's backends expect."""
+        return self._api_lock if logical_id in self._api_functions else self._lock
 
     def _lambda_api(self, parameters: dict[str, Any], region: str, state_credentials: Any) -> dict[str, Any]:
         """moto's Step Functions interpreter calls this where it would call Lambda's Invoke API."""
