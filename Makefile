@@ -9,7 +9,13 @@ PYTHON313 ?= $(shell { ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/py
 	python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null; } | head -n 1)
 BOOTSTRAP_PYTHON ?= $(or $(PYTHON313),$(shell command -v python3))
 
-.PHONY: install demo test coverage bench lint clean sam-validate sam-build
+.PHONY: install demo test coverage bench lint clean sam-validate sam-build ca-bundle
+
+# The Amazon RDS CA bundle the layer verifies database TLS against, vendored from npm at build time.
+CA_BUNDLE := layers/common/tokenmigration/certs/rds-ca-bundle.pem
+ca-bundle: $(CA_BUNDLE)
+$(CA_BUNDLE): tools/vendor_ca_bundle.sh
+	tools/vendor_ca_bundle.sh $@
 
 install: $(STAMP)
 
@@ -23,13 +29,13 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 demo: install
 	$(VENV)/bin/tokenmigration demo
 
-test: install browser-deps
+test: install browser-deps ca-bundle
 	$(PY) -m pytest
 
 # The suite under coverage, subprocesses included (the CLI as users run it, its workers): the total and every
 # module under 85 %; fails when a user-facing CLI module is under it. PYTEST_ARGS narrows the run.
 COVERAGE_DIR := .coverage-data
-coverage: install
+coverage: install ca-bundle
 	rm -rf $(COVERAGE_DIR) && mkdir -p $(COVERAGE_DIR)
 	COVERAGE_FILE=$(CURDIR)/$(COVERAGE_DIR)/cov $(VENV)/bin/coverage run -m pytest $(PYTEST_ARGS)
 	COVERAGE_FILE=$(CURDIR)/$(COVERAGE_DIR)/cov $(VENV)/bin/coverage combine -q
@@ -66,7 +72,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .tokenmigration .pytest_cache .ruff_cache .aws-sam $(COVERAGE_DIR)
+	rm -rf $(VENV) $(SAM_VENV) .tokenmigration .pytest_cache .ruff_cache .aws-sam $(CA_BUNDLE) $(COVERAGE_DIR)
 
 # --- SAM: the CLI is heavy, so it gets its own virtualenv (.venv-sam), apart from the dev extra ---------
 SAM_VENV := .venv-sam
@@ -86,7 +92,7 @@ $(SAM_STAMP):
 sam-validate: $(SAM_STAMP)
 	$(SAM_ENV) $(SAM) validate --lint
 
-sam-build: $(SAM_STAMP)
+sam-build: $(SAM_STAMP) $(CA_BUNDLE)
 	@test -n "$(PYTHON313)" || { echo "sam build needs a python3.13 (the Lambda runtime); none found" >&2; exit 1; }
 	PATH="$(dir $(PYTHON313)):$$PATH" $(SAM_ENV) $(SAM) build
 

@@ -6,7 +6,10 @@ Two inputs:
   execution name, kind and dry_run come from the execution input; a report about an execution that is
   running again (redriven) is ignored;
 - a direct invocation (an operator closing a run by hand): ``{"run_id", "kind", "dry_run",
-  "error": {"Error", "Cause"}}``.
+  "error": {"Error", "Cause"}}``;
+- ``{"release_lock": "<run id>"}``: an operator clearing a stuck lock (the status rule's event went to its
+  dead-letter queue): refused while the run's execution is running (DescribeExecution), else the run is
+  recorded as failed, stopped or timed out and the lock released.
 Output: ``{"run_id", "status", "error", "ended_here", "lock_released"}``.
 """
 
@@ -65,6 +68,12 @@ def _parse(event: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if "release_lock" in event:
+        run_id = fields.text(event, "release_lock")
+        logger.append_keys(run_id=run_id)
+        outcome = steps.release_stuck_lock(services(), run_id)
+        logger.warning("active-run lock released by an operator", extra=outcome.to_dict())
+        return outcome.to_dict()
     request = _parse(event)
     logger.append_keys(run_id=request["run_id"], kind=request["kind"])
 

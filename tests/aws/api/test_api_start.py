@@ -236,3 +236,20 @@ def test_an_unexpected_error_after_the_lock_releases_it_and_says_nothing(api, wa
     assert warm.ledger.active_run() is None
     # The details are in the log only.
     assert "hunter2" in logs.text
+
+
+def test_max_concurrency_above_the_chunk_functions_reserved_concurrency_is_400(api, stack, monkeypatch):
+    # The template sets MAX_CONCURRENCY_LIMIT from ChunkReservedConcurrency on /start (and /rollback, whose
+    # body takes no max_concurrency: it runs with the default, which the template keeps within the budget).
+    route = "api_start"
+    monkeypatch.setenv("MAX_CONCURRENCY_LIMIT", "8")
+    reset_services()
+
+    result = api.invoke(route, body={"confirm": True, "max_concurrency": 9})
+
+    assert result.status == 400, result.body
+    assert result.body["success"] is False
+    [message] = result.body["errors"]["max_concurrency"]
+    assert "at most 8" in message and "ChunkReservedConcurrency" in message
+    assert stack.ledger.active_run() is None and stack.executions() == []
+    assert api.invoke(route, body={"confirm": True, "max_concurrency": 8}).status == 202

@@ -44,12 +44,12 @@ BRIDGE_ROUTES = {("post", "/bridge"): "ApiBridgeFunction"}
 IAM_ROUTES = {**ADMIN_ROUTES, **BRIDGE_ROUTES}
 API_MD = ROOT.parent / "shared" / "spec" / "api.md"
 API_ENV = {"TABLE_NAME", "FLAGS_PATH", "MIGRATION_STATE_MACHINE_ARN", "ROLLBACK_STATE_MACHINE_ARN", "CHUNKS_BUCKET",
-           "DATABASE_SECRET_ARN", "REDIS_URL"}
+           "DATABASE_SECRET_ARN"}
 PARAMETERS = {
     "DatabaseSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tm/db-AbCdEf",
     "ExpressSecretsArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tm/express-AbCdEf",
     "AppKeySecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tm/appkey-AbCdEf",
-    "RedisUrl": "redis://cache.internal:6379/0",
+    "RedisSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:tm/redis-AbCdEf",
     "LaravelSessionCookie": "laravel_session",
     "SubnetIds": ["subnet-0a", "subnet-0b"],
     "SecurityGroupIds": ["sg-0a"],
@@ -291,6 +291,22 @@ def test_api_functions_get_the_contracts_environment(template):
     for name in ("ApiExchangeFunction", "ApiBridgeFunction"):
         variables = template["Resources"][name]["Properties"]["Environment"]["Variables"]
         assert {"EXPRESS_SECRETS_ARN", "APP_KEY_SECRET_ARN"} <= set(variables), name
+
+
+def test_only_the_functions_that_use_redis_get_its_secret_and_may_read_it(template):
+    """REDIS_URL (it may carry an auth token) comes from Secrets Manager, never a plain variable."""
+    assert "RedisUrl" not in template["Parameters"] and "REDIS_URL" not in template["Globals"]["Function"][
+        "Environment"]["Variables"]
+    users = {"ApiExchangeFunction", "ApiBridgeFunction", "PlanFunction", "MigrateChunkFunction", "FinalizeFunction"}
+    for name, resource in _resources(template, "AWS::Serverless::Function").items():
+        props = resource["Properties"]
+        env = props.get("Environment", {}).get("Variables", {})
+        readable = [p["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"] for p in props["Policies"]
+                    if "AWSSecretsManagerGetSecretValuePolicy" in p]
+        has = env.get("REDIS_SECRET_ARN") == {"Ref": "RedisSecretArn"}
+        assert has == ({"Ref": "RedisSecretArn"} in readable), name
+        if name in users:
+            assert has, name
 
 
 # --- data ------------------------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     aws_errors.RunInProgress: HTTPStatus.CONFLICT,
     aws_errors.RollbackUnavailable: HTTPStatus.BAD_REQUEST,
     aws_errors.BadCursor: HTTPStatus.BAD_REQUEST,
+    aws_errors.ConcurrencyAboveBudget: HTTPStatus.BAD_REQUEST,
     # Step Functions refused to start the run: not the client's doing, and nothing changed.
     ExecutionNotStarted: HTTPStatus.SERVICE_UNAVAILABLE,
 }
@@ -81,6 +82,8 @@ def domain_error_response(exc: Exception) -> Response:
         return failure(exc.status, exc.message, **exc.fields)
     if isinstance(exc, aws_errors.BadCursor):
         return domain_error_response(FieldError("cursor", "is not valid"))
+    if isinstance(exc, aws_errors.ConcurrencyAboveBudget):
+        return domain_error_response(FieldError("max_concurrency", str(exc)))
     if isinstance(exc, aws_errors.RunInProgress):
         return failure(HTTPStatus.CONFLICT, f"A run is in progress: {exc.active_run_id}",
                        migration_id=exc.active_run_id)

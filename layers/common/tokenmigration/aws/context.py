@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 
 from tokenmigration.aws.flags import FeatureFlags
 from tokenmigration.aws.runs import RunLedger
-from tokenmigration.aws.secrets import resolve_settings
+from tokenmigration.aws.secrets import database_tls, read_database_url, resolve_settings
 from tokenmigration.aws.settings import AwsSettings
 from tokenmigration.config import Settings
 from tokenmigration.db.connection import make_engine
@@ -30,11 +30,14 @@ from tokenmigration.redis_client import RedisLike, connect
 class Services:
     settings: Settings
     aws: AwsSettings
+    database_from_secret: bool = False  # DATABASE_URL came from DATABASE_SECRET_ARN, not the environment
 
     @cached_property
     def engine(self) -> Engine:
         # One connection per container: Lambda runs one invocation at a time per container.
-        return make_engine(self.settings.database_url, pool_size=1, max_overflow=1)
+        fresh = (lambda: read_database_url(self.aws, force=True)) if self.database_from_secret else None
+        return make_engine(self.settings.database_url, pool_size=1, max_overflow=1,
+                           tls=database_tls(self.aws, from_secret=self.database_from_secret), fresh_url=fresh)
 
     @cached_property
     def redis(self) -> RedisLike:
@@ -86,7 +89,9 @@ def services() -> Services:
     with _guard:
         if _services is None:
             aws = AwsSettings.from_env()
-            _services = Services(resolve_settings(Settings.from_env(), aws), aws)
+            settings = Settings.from_env()
+            from_secret = bool(aws.database_secret_arn and not settings.database_url)
+            _services = Services(resolve_settings(settings, aws), aws, from_secret)
         return _services
 
 

@@ -40,3 +40,16 @@ class RollbackUnavailable(ServiceError):
     def __init__(self, message: str = "Rollback is not available") -> None:
         # The default is the api.md refusal text, word for word.
         super().__init__(message)
+
+
+class ConcurrencyAboveBudget(ServiceError):
+    """``max_concurrency`` above the chunk function's reserved concurrency: the extra children would only be
+    throttled, and the database's connection budget is sized for the reserved concurrency."""
+
+    code = "max_concurrency_above_budget"
+
+    def __init__(self, requested: int, limit: int) -> None:
+        super().__init__(f"must be at most {limit} (the chunk function's reserved concurrency, "
+                         f"ChunkReservedConcurrency), got {requested}")
+        self.requested = requested
+        self.limit = limit

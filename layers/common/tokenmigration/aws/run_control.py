@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tokenmigration.aws.dynamo import error_code
-from tokenmigration.aws.errors import RollbackUnavailable, ServiceError
+from tokenmigration.aws.errors import ConcurrencyAboveBudget, RollbackUnavailable, ServiceError
 from tokenmigration.aws.flags import FeatureFlags, Flags
 from tokenmigration.aws.runs import RunKind, RunLedger
 from tokenmigration.aws.settings import AwsSettings
@@ -100,7 +100,7 @@ def start_migration(
 ) -> StartedRun:
     """Start a migration run; ``RunInProgress`` while any run holds the lock."""
     control.aws.require("migration_state_machine_arn")
-    _check_sizes(chunk_size, max_concurrency)
+    _check_sizes(chunk_size, max_concurrency, control.aws.max_concurrency_limit)
     run_id = new_run_id("migration")
     control.ledger.acquire_lock(run_id, "migration")
     return _launch(control, run_id, "migration", dry_run, chunk_size, max_concurrency,
@@ -122,7 +122,7 @@ def start_rollback(
     which is what a failed rollback run leaves too: the rollback can simply be requested again.
     """
     control.aws.require("rollback_state_machine_arn")
-    _check_sizes(chunk_size, max_concurrency)
+    _check_sizes(chunk_size, max_concurrency, control.aws.max_concurrency_limit)
     # Read past the cache: a migration that just finished set rollback_available a moment ago.
     if not control.flags.read(force_fetch=True).rollback_available:
         raise RollbackUnavailable()
@@ -210,8 +210,10 @@ def _abandon(ledger: RunLedger, run_id: str, error: str) -> None:
             logger.exception("run %s: could not release the active-run lock after a failed start", run_id)
 
 
-def _check_sizes(chunk_size: int, max_concurrency: int) -> None:
+def _check_sizes(chunk_size: int, max_concurrency: int, limit: int | None = None) -> None:
     for name, value, maximum in (("chunk_size", chunk_size, MAX_CHUNK_SIZE),
                                  ("max_concurrency", max_concurrency, MAX_CONCURRENCY)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
             raise ValueError(f"{name} must be an integer in 1..{maximum}, got {value!r}")
+    if limit is not None and max_concurrency > limit:
+        raise ConcurrencyAboveBudget(max_concurrency, limit)

@@ -25,6 +25,14 @@ ENV_NAMES = {
     "app_key_secret_arn": "APP_KEY_SECRET_ARN",
     "flags_max_age_seconds": "FLAGS_MAX_AGE_SECONDS",
     "run_retention_days": "RUN_RETENTION_DAYS",
+    "redis_secret_arn": "REDIS_SECRET_ARN",
+    "database_host": "DATABASE_HOST",
+    "database_port": "DATABASE_PORT",
+    "database_name": "DATABASE_NAME",
+    "database_engine": "DATABASE_ENGINE",
+    "database_proxy_endpoint": "DATABASE_PROXY_ENDPOINT",
+    "database_tls": "DATABASE_TLS",
+    "max_concurrency_limit": "MAX_CONCURRENCY_LIMIT",
     "plan_slice_seconds": "PLAN_SLICE_SECONDS",
     "plan_scan_count": "PLAN_SCAN_COUNT",
 }
@@ -50,6 +58,16 @@ def _flags_path(env: Mapping[str, str]) -> str | None:
     return value
 
 
+TLS_MODES = ("verify", "off")
+
+
+def _tls_mode(env: Mapping[str, str]) -> str | None:
+    value = _text(env, "DATABASE_TLS")
+    if value is not None and value.lower() not in TLS_MODES:
+        raise ConfigError(f"DATABASE_TLS must be verify or off, got {value!r}")
+    return value.lower() if value else None
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     table_name: str | None = None
@@ -61,10 +79,24 @@ class AwsSettings:
     database_secret_arn: str | None = None
     express_secrets_arn: str | None = None
     app_key_secret_arn: str | None = None
+    redis_secret_arn: str | None = None
+    # Where the database is when its secret does not say (an RDS-managed master secret holds only username
+    # and password); set, they win over the secret's own fields (DATABASE_HOST may be an RDS Proxy endpoint).
+    database_host: str | None = None
+    database_port: int | None = None
+    database_name: str | None = None
+    database_engine: str | None = None
+    # An RDS Proxy endpoint: wins over both (the proxy logs in with the same secret's user).
+    database_proxy_endpoint: str | None = None
+    # verify (TLS checked against the RDS CA bundle) or off (local use only; refused inside Lambda). Unset:
+    # verify for a database reached through its secret or from Lambda, off for a DATABASE_URL run locally.
+    database_tls: str | None = None
     # How stale a flag may be in a warm function: a flip reaches every function within this many seconds.
     flags_max_age_seconds: int = 5
     # Run items expire (DynamoDB TTL) this many days after they were written.
     run_retention_days: int = 90
+    # The chunk functions' reserved concurrency: /start and /rollback refuse a larger max_concurrency.
+    max_concurrency_limit: int | None = None
     # One invocation of the plan's scan stops starting SCAN calls after this long and hands back its cursor
     # (Lambda stops a function at 900 s; 0 = one SCAN call per slice, which tests use to force tiny slices).
     plan_slice_seconds: int = 600
@@ -83,8 +115,16 @@ class AwsSettings:
             database_secret_arn=_text(env, "DATABASE_SECRET_ARN"),
             express_secrets_arn=_text(env, "EXPRESS_SECRETS_ARN"),
             app_key_secret_arn=_text(env, "APP_KEY_SECRET_ARN"),
+            redis_secret_arn=_text(env, "REDIS_SECRET_ARN"),
+            database_host=_text(env, "DATABASE_HOST"),
+            database_port=env_int(env, "DATABASE_PORT", None, minimum=1),
+            database_name=_text(env, "DATABASE_NAME"),
+            database_engine=_text(env, "DATABASE_ENGINE"),
+            database_proxy_endpoint=_text(env, "DATABASE_PROXY_ENDPOINT"),
+            database_tls=_tls_mode(env),
             flags_max_age_seconds=env_int(env, "FLAGS_MAX_AGE_SECONDS", 5, minimum=0),
             run_retention_days=env_int(env, "RUN_RETENTION_DAYS", 90, minimum=1),
+            max_concurrency_limit=env_int(env, "MAX_CONCURRENCY_LIMIT", None, minimum=1),
             plan_slice_seconds=env_int(env, "PLAN_SLICE_SECONDS", 600, minimum=0),
             plan_scan_count=env_int(env, "PLAN_SCAN_COUNT", 5000, minimum=1),
         )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
 from tokenmigration.config import ConfigError
+from tokenmigration.db import tls as tls_args
+from tokenmigration.db.reauth import reauthenticate_on_refusal
 
 # The drivers we ship: pure Python, so the Lambda layer builds on any machine.
 _DEFAULT_DRIVERS = {"postgresql": "postgresql+pg8000", "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
@@ -22,7 +27,10 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def make_engine(url: str | None, **kwargs) -> Engine:
+def make_engine(url: str | None, *, tls: ssl.SSLContext | None = None, fresh_url: Callable[[], str] | None = None,
+                **kwargs) -> Engine:
+    """``tls``: connect only over TLS verified by this context. ``fresh_url``: where to read the URL again
+    when the server refuses the login (a rotated secret; see tokenmigration.db.reauth)."""
     if not url:
         raise ConfigError("DATABASE_URL must be set")
     try:
@@ -47,7 +55,11 @@ def make_engine(url: str | None, **kwargs) -> Engine:
         # (With binary logging on, READ COMMITTED needs binlog_format ROW or MIXED, the defaults since
         # MySQL 5.7.7 and MariaDB 10.2.4.)
         kwargs.setdefault("isolation_level", "READ COMMITTED")
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    extra = tls_args.connect_args(backend, tls) if tls is not None else {}
+    engine = create_engine(url, pool_pre_ping=True, connect_args=extra, **kwargs)
+    if fresh_url is not None:
+        reauthenticate_on_refusal(engine, lambda: normalize_url(fresh_url()), extra)
+    return engine
 
 
 def _check_driver(parsed: URL) -> None:

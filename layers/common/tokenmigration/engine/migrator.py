@@ -377,7 +377,10 @@ class Migrator:
         try:
             with self.engine.begin() as conn:
                 if self._is_pg:
-                    conn.execute(text(f"SET LOCAL lock_timeout = {int(self.settings.lock_timeout_ms)}"))
+                    # set_config(..., true) is SET LOCAL as a function call: RDS Proxy pins a client to
+                    # its server connection on a SET statement, not on a function call.
+                    conn.execute(text("SELECT set_config('lock_timeout', :ms, true)"),
+                                 {"ms": str(int(self.settings.lock_timeout_ms))})
                 elif self._is_mysql:
                     # InnoDB waits in whole seconds; the setting lasts for the session, so it is reset below.
                     seconds = max(1, -(-int(self.settings.lock_timeout_ms) // 1000))

@@ -255,6 +255,8 @@ def deploy(database_url: str, redis_url: str, *, express_secrets: tuple[str, ...
         "ExpressSecretsArn": secrets.create_secret(Name=f"tokenmigration/{stage}/express",
                                                    SecretString=json.dumps(list(express_secrets)))["ARN"],
         "AppKeySecretArn": secrets.create_secret(Name=f"tokenmigration/{stage}/app-key", SecretString=app_key)["ARN"],
+        # Never read while REDIS_URL is set, like the database's.
+        "RedisSecretArn": secrets.create_secret(Name=f"tokenmigration/{stage}/redis", SecretString=redis_url)["ARN"],
     }
     parameters = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
     # The parameters a deployment must be given; a local one takes Laravel's usual cookie name.

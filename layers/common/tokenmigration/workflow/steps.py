@@ -303,6 +303,42 @@ def mark_failed(
     return FailureOutcome(run_id, after["status"] if after else "UNKNOWN", summary, ended_here, released)
 
 
+class LockStillInUse(RuntimeError):
+    """An operator asked to release a lock whose run's execution is still running (or that another run holds)."""
+
+
+def release_stuck_lock(services: Services, run_id: str) -> FailureOutcome:
+    """The operator's way out when the status rule never recorded a failure (its target failed for an hour
+    and the event went to the dead-letter queue): every /start answers 409 while the lock is held.
+
+    Checks with DescribeExecution that the run's execution is no longer running, then records the ending as
+    the status rule would have (FAILED, ABORTED or timed out; rollback stays possible) and releases the lock.
+    """
+    holder = services.ledger.active_run()
+    if holder != run_id:
+        raise LockStillInUse(f"the active-run lock is held by {holder!r}, not {run_id!r}: nothing released"
+                             if holder else f"the active-run lock is free: nothing to release for {run_id!r}")
+    run = services.ledger.get_run(run_id)
+    execution_arn = (run or {}).get("execution_arn")
+    status = "FAILED"
+    if execution_arn:
+        try:
+            status = services.stepfunctions.describe_execution(executionArn=execution_arn)["status"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
+                raise
+    if status in ("RUNNING", "PENDING_REDRIVE"):
+        raise LockStillInUse(f"the execution of run {run_id} is {status}: stop it first "
+                             "(aws stepfunctions stop-execution), or let it end")
+    if status == "SUCCEEDED":  # finish ran and the release was lost: only the lock is left to drop
+        released = services.ledger.release_lock(run_id)
+        return FailureOutcome(run_id, (run or {}).get("status", "UNKNOWN"), "", False, released)
+    kind = _check_kind((run or {}).get("kind") or run_id.split("-", 1)[0])
+    return mark_failed(services, run_id, kind, bool((run or {}).get("dry_run")),
+                       "LockReleasedByOperator", f"execution {status}; the status rule never recorded it",
+                       execution_status=status if status in FAILURE_STATUSES else "FAILED")
+
+
 def _running(services: Services, execution_arn: str) -> bool:
     try:
         return services.stepfunctions.describe_execution(executionArn=execution_arn)["status"] == "RUNNING"
