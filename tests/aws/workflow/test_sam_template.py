@@ -396,7 +396,8 @@ def test_the_bridge_reads_the_exchanges_secrets_and_the_flags_and_nothing_more(t
     bridge_actions, bridge_secrets = grants("ApiBridgeFunction")
     exchange_actions, exchange_secrets = grants("ApiExchangeFunction")
     assert bridge_secrets == exchange_secrets == sorted(
-        [{"Ref": "DatabaseSecretArn"}, {"Ref": "ExpressSecretsArn"}, {"Ref": "AppKeySecretArn"}], key=json.dumps)
+        [{"Ref": "DatabaseSecretArn"}, {"Ref": "ExpressSecretsArn"}, {"Ref": "AppKeySecretArn"},
+         {"Ref": "RedisSecretArn"}], key=json.dumps)
     assert bridge_actions == exchange_actions == {
         "sam:AWSSecretsManagerGetSecretValuePolicy", "ssm:GetParametersByPath", "ssm:GetParameter",
         "ssm:GetParameters"}
