@@ -55,6 +55,12 @@ bench-bridge-route: install
 bench-twin: install
 	$(PY) bench/twin_bench.py $(BENCH_ARGS)
 
+# make bench at 1,000,000 users (PostgreSQL; the baseline on its first 2,000 users, extrapolated): users/s and
+# peak RSS against the 100,000-user run show whether the cost per user grows with the run's size.
+.PHONY: bench-1m
+bench-1m: install
+	$(PY) bench/bench.py --database postgresql --users 1000000 --baseline-users 2000 $(BENCH_ARGS)
+
 # The Laravel bridge's first request vs an ordinary one, through the local twin (bench/bridge_bench.py).
 .PHONY: bench-laravel-bridge
 bench-laravel-bridge: install browser-deps

@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="private (default): a throwaway PostgreSQL cluster and redis-server of the bench's "
                              "own, so their CPU-seconds and WAL bytes are the contestants' alone; shared: "
                              "--pg-server and --redis-url, whose figures include every other client's work")
+    parser.add_argument("--users-fillfactor", type=int, choices=range(10, 101), metavar="10..100", default=100,
+                        help="PostgreSQL: seed users with this fillfactor (default 100, as Laravel creates the "
+                             "table; a users table the app updates has free room on its pages)")
     parser.add_argument("--wal-stats", action="store_true",
                         help="private servers: write pg_waldump --stats=record of the engine's WAL to "
                              "bench/results/engine-wal.txt (which records and full-page images it wrote)")
@@ -213,12 +216,18 @@ def server_for(admin: Engine) -> Server:
     return MysqlServer(admin) if admin.dialect.name in ("mysql", "mariadb") else Server(admin)
 
 
-def build_source(server: Server, dbs: Databases, client: redis.Redis, users: int) -> SeedReport:
+def build_source(server: Server, dbs: Databases, client: redis.Redis, users: int,
+                 users_fillfactor: int = 100) -> SeedReport:
     server.create(dbs.src)
     engine = make_engine(dbs.url(dbs.src))
     try:
         create_laravel_tables(engine)
         upgrade(engine)
+        if users_fillfactor != 100 and engine.dialect.name == "postgresql":
+            # Room on each page, as a users table the app updates has: an UPDATE that changes no indexed
+            # column can then stay on its page (HOT) instead of writing every index of users.
+            with engine.begin() as conn:
+                conn.execute(text(f"ALTER TABLE users SET (fillfactor = {int(users_fillfactor)})"))
         report = seed(engine, client, users=users, prefix=PREFIX)
     finally:
         # A template must have no other session connected when it is copied.
@@ -315,6 +324,7 @@ class Servers:
     db_private: bool
     redis_private: bool
     waldump: Any = None  # (start lsn, end lsn, output path) -> None, private PostgreSQL only
+    wal_by_relation: Any = None  # (start lsn, end lsn) -> {relfilenode: (records, bytes)}, likewise
 
     @property
     def mysql(self) -> bool:
@@ -493,6 +503,34 @@ def cost_table(base: Cost, eng: Cost, servers: Servers) -> str:
     return "\n".join(lines)
 
 
+def named_relations(database_url: str, by_node: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    """Relation names for pg_waldump's relfilenodes (this database's tables and indexes)."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            names = {str(node): name for node, name in conn.execute(text(
+                "SELECT relfilenode, relname FROM pg_class WHERE relfilenode <> 0"))}
+    finally:
+        engine.dispose()
+    named: dict[str, tuple[int, int]] = {}
+    for node, (records, size) in by_node.items():
+        key = names.get(node, node)
+        old = named.get(key, (0, 0))
+        named[key] = (old[0] + records, old[1] + size)
+    return named
+
+
+def relation_table(by_relation: dict[str, tuple[int, int]], migrated: int) -> str:
+    total = sum(size for _, size in by_relation.values()) or 1
+    lines = ["engine WAL by relation (pg_waldump; records and bytes per migrated user, full-page images included):"]
+    for name, (records, size) in sorted(by_relation.items(), key=lambda kv: -kv[1][1]):
+        if size / total < 0.001:
+            continue
+        lines.append(f"  {name:<58} {records / max(migrated, 1):6.2f} rec {size / max(migrated, 1):7,.0f} B "
+                     f"{100 * size / total:5.1f} %")
+    return "\n".join(lines)
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -534,6 +572,7 @@ def run_one(args: argparse.Namespace, database: str) -> int:
             private.redis_pid if private is not None else int(client.info("server")["process_id"]),
             db_private=private is not None and private.pg is not None, redis_private=private is not None,
             waldump=private.waldump if private is not None and private.pg is not None else None,
+            wal_by_relation=private.wal_by_relation if private is not None and private.pg is not None else None,
         )
         for name in dbs.names:  # leftovers of an interrupted run
             server.drop(name)
@@ -564,7 +603,7 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
          redis_url: str, servers: Servers) -> int:
     log(f"{server.label}: seeding {args.users:,} users into {dbs.src} and Redis DB {args.redis_db} ...")
     started = time.perf_counter()
-    report = build_source(server, dbs, client, args.users)
+    report = build_source(server, dbs, client, args.users, args.users_fillfactor)
     sessions_total = sum(report.sessions.values())
     log(f"seeded in {time.perf_counter() - started:.1f}s: {sessions_total:,} session keys "
         f"({report.sessions['logged_in']:,} logged in), {len(report.users_with_tokens):,} users already "
@@ -592,8 +631,10 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     before = servers.read()
     eng = run_engine(dbs.url(dbs.b), redis_url, args.workers, args.chunk_size, RESULTS_DIR / "engine.log")
     after = servers.read()
+    wal_relations: dict[str, tuple[int, int]] = {}
     if args.wal_stats and servers.waldump is not None:
         servers.waldump(before.wal_lsn, after.wal_lsn, RESULTS_DIR / "engine-wal.txt")
+        wal_relations = named_relations(dbs.url(dbs.b), servers.wal_by_relation(before.wal_lsn, after.wal_lsn))
         log(f"engine WAL records: {RESULTS_DIR / 'engine-wal.txt'}")
     eng_rate = args.users / eng.seconds
     log(f"engine: exit {eng.returncode} after {eng.seconds:.2f}s -> {eng_rate:,.0f} users/s, "
@@ -661,6 +702,9 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     print()
     print(cost_table(base_cost, eng_cost, servers))
     print()
+    if wal_relations:
+        print(relation_table(wal_relations, eng_cost.migrated))
+        print()
     print(f"results compared on {scope}:")
     print(side_by_side(expected, on_a, expected_eng, on_b))
     if partial:
@@ -679,7 +723,9 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
                  "database": server.version(), "platform": platform.platform()},
-        "options": {"database": database, "users": args.users, "baseline_users": args.baseline_users,
+        "options": {"database": database,
+                    "users_fillfactor": args.users_fillfactor,
+                    "users": args.users, "baseline_users": args.baseline_users,
                     "workers": args.workers, "chunk_size": args.chunk_size},
         "dataset": {"users": args.users, "users_holding_token": len(report.users_with_tokens),
                     "session_keys": sessions_total, "sessions_by_kind": dict(report.sessions)},
@@ -697,7 +743,9 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
         "ratio": round(ratio, 2),
         "servers": {"database": "private" if servers.db_private else "shared (includes other clients' work)",
                     "redis": "private" if servers.redis_private else "shared (includes other clients' work)"},
-        "cost": {"baseline": base_cost.as_dict(), "engine": eng_cost.as_dict()},
+        "wal_by_relation": {name: {"records": n, "bytes": b} for name, (n, b) in wal_relations.items()},
+        "cost": {"baseline": base_cost.as_dict(), "engine": eng_cost.as_dict(),
+                 "engine_log_range": [before.wal_lsn, after.wal_lsn]},
         "verification": {"scope_max_user_id": cutoff, "expected": expected.counts(),
                          "expected_engine": expected_eng.counts(),
                          "baseline": on_a.counts(), "engine": on_b.counts(), "equivalent": valid,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
+_TOTAL_LEN = re.compile(r"len \(rec/tot\):\s*\d+/\s*(\d+)")
+_RELATION = re.compile(r"rel \d+/\d+/(\d+)")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -171,6 +174,27 @@ class PrivateServers:
                                "-p", str(self.workdir / "pg" / "pg_wal"), "-s", start, "-e", end],
                               capture_output=True, text=True, check=False)
         out.write_text(done.stdout + done.stderr, encoding="utf-8")
+
+    def wal_by_relation(self, start: str, end: str) -> dict[str, tuple[int, int]]:
+        """relfilenode -> (records, bytes incl. full-page images) of start..end, from pg_waldump's records;
+        records that name no relation (commits, ...) are keyed by their resource manager."""
+        assert self.bindir is not None
+        dump = subprocess.Popen([*self._as_postgres(), str(self.bindir / "pg_waldump"),
+                                 "-p", str(self.workdir / "pg" / "pg_wal"), "-s", start, "-e", end],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        totals: dict[str, list[int]] = {}
+        assert dump.stdout is not None
+        for line in dump.stdout:
+            size = _TOTAL_LEN.search(line)
+            if size is None:
+                continue
+            rel = _RELATION.search(line)
+            key = rel.group(1) if rel else "(" + line.split()[1].rstrip(",") + ")"
+            entry = totals.setdefault(key, [0, 0])
+            entry[0] += 1
+            entry[1] += int(size.group(1))
+        dump.wait()
+        return {k: (v[0], v[1]) for k, v in totals.items()}
 
     def _start_postgres(self, bindir: Path) -> None:
         self.bindir = bindir
