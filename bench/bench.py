@@ -422,11 +422,8 @@ def read_outcome(database_url: str, cutoff: int, seeded_tokens: int) -> Outcome:
             migrated_ids = list(conn.execute(text(
                 "SELECT id FROM users WHERE id <= :cut AND migrated_to_sanctum_at IS NOT NULL ORDER BY id"
             ), params).scalars())
-            # Sessions of the users given a token: the engine also carries the sessions of users it skips for
-            # holding an app-made token (the baseline does not), which are not part of the comparison.
             per_user = {int(uid): int(n) for uid, n in conn.execute(text(
-                "SELECT s.user_id, count(*) FROM sessions s JOIN users u ON u.id = s.user_id "
-                "WHERE s.user_id <= :cut AND u.migrated_to_sanctum_at IS NOT NULL GROUP BY s.user_id"
+                "SELECT user_id, count(*) FROM sessions WHERE user_id <= :cut GROUP BY user_id"
             ), params)}
     finally:
         engine.dispose()
