@@ -410,3 +410,54 @@ def test_a_terminated_database_backend_is_retried_and_reported(env, pg_engine, r
     assert sum(summary["retries"].values()) == 1 and next(iter(summary["retries"])).startswith("database: ")
     assert "retry 1 of" in done.stderr
     assert token_count(pg_engine) == 20  # the retried chunk minted once
+
+
+# --- 12: the twin answers everything with JSON, refusing what API Gateway refuses --------------------------------
+
+
+def send_raw(server, method: str, path: str, headers: dict[str, str] | None = None, body: bytes | None = None):
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(server.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest(method, parts.path + path, skip_accept_encoding=True)
+        for name, value in (headers or {}).items():
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        answer = conn.getresponse()
+        data = answer.read()
+        return answer.status, answer.getheader("Content-Type"), json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+REFUSED = [  # method, path, headers, status, message
+    ("TRACE", "/auth/migration/progress", {}, 403, "Missing Authentication Token"),
+    ("CONNECT", "/auth/migration/progress", {}, 403, "Missing Authentication Token"),
+    ("BREW", "/auth/migration/exchange", {}, 403, "Missing Authentication Token"),
+    # one header line past Python's own 64 KiB limit
+    ("GET", "/auth/migration/progress", {"Cookie": "a=" + "x" * 100_000}, 431, "Request Header Fields Too Large"),
+    # past API Gateway's 10,240 bytes of request line and header values
+    ("GET", "/auth/migration/progress", {"X-Padding": "x" * 11_000}, 431, "Request Header Fields Too Large"),
+    ("GET", "/auth/migration/progress?q=" + "x" * 70_000, {}, 414, "Request-URI Too Long"),
+    ("POST", "/auth/migration/exchange", {"Content-Length": "abc"}, 400, "Bad Request"),
+    ("POST", "/auth/migration/exchange", {"Content-Length": str(11 * 1024 * 1024)}, 413, "Request Too Long"),
+]
+
+
+def test_the_twin_answers_refused_methods_and_sizes_with_json(unreachable_redis_server):
+    for method, path, headers, status, message in REFUSED:
+        answer = send_raw(unreachable_redis_server, method, path, headers)
+        assert answer == (status, "application/json", {"message": message}), (method, path[:60], answer)
+
+
+def test_the_twin_reads_a_chunked_body(unreachable_redis_server):
+    payload = b'{"grant_type": "password"}'
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+    got, content_type, document = send_raw(unreachable_redis_server, "POST", "/auth/migration/exchange",
+                                           {"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+                                           chunked)
+    assert (got, content_type) == (400, "application/json")  # the exchange's own answer to a wrong grant type
+    assert document["error"] in ("invalid_request", "unsupported_grant_type")

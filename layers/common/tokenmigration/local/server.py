@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -25,6 +26,7 @@ from tokenmigration.local.sigv4 import MISSING_TOKEN, Caller, SignatureError, ve
 from tokenmigration.local.twin import LocalTwin
 
 MAX_BODY = 10 * 1024 * 1024  # API Gateway's payload limit
+MAX_REQUEST_LINE_AND_HEADERS = 10240  # API Gateway's quota: request line and header values, combined
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,15 @@ class LocalApiServer(ThreadingHTTPServer):
         self.routes = routes_from_template(self.twin.deployment.template)
 
 
+# What Python's HTTP server refuses before a request reaches _handle (a method it has no do_ for, a header
+# line over 64 KiB, a malformed request line), answered as API Gateway answers: JSON, never an HTML page.
+_GATEWAY_REFUSALS: dict[int, tuple[int, str, str | None]] = {
+    HTTPStatus.NOT_IMPLEMENTED: (403, MISSING_TOKEN, "MissingAuthenticationTokenException"),  # TRACE, CONNECT, ...
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: (431, "Request Header Fields Too Large", None),
+    HTTPStatus.REQUEST_URI_TOO_LONG: (414, "Request-URI Too Long", None),
+}
+
+
 class ApiRequestHandler(BaseHTTPRequestHandler):
     server: LocalApiServer
     protocol_version = "HTTP/1.1"
@@ -106,6 +117,17 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        status, text, error_type = _GATEWAY_REFUSALS.get(code, (int(code), None, None))
+        if text is None:
+            text = self.responses.get(code, ("Bad Request",))[0] if 400 <= status < 500 else "Internal server error"
+        self.log_error("code %d, message %s", status, message or text)
+        self.close_connection = True
+        pairs = [("Content-Type", "application/json"), ("Connection", "close")]
+        if error_type:
+            pairs.append(("x-amzn-ErrorType", error_type))
+        self._write(status, pairs, json.dumps({"message": text}).encode("utf-8"), str(uuid.uuid4()))
+
     def log_message(self, format: str, *args: Any) -> None:
         if not self.server.quiet:
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
@@ -114,11 +136,13 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         request_id = str(uuid.uuid4())
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            self._send(413, {"message": "Request Too Long"}, request_id)
+        if len(self.requestline) + sum(len(v) for v in self.headers.values()) > MAX_REQUEST_LINE_AND_HEADERS:
+            self.close_connection = True
+            self._send(431, {"message": "Request Header Fields Too Large"}, request_id)
             return
-        body = self.rfile.read(length) if length else b""
+        body = self._body(request_id)
+        if body is None:
+            return
         twin = self.server.twin
         stage = twin.deployment.stage if twin.deployment else "dev"
         raw_path = self.path
@@ -158,6 +182,38 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             self._send(502, {"message": "Internal server error"}, request_id)
             return
         self._send_result(result, request_id)
+
+    def _body(self, request_id: str) -> bytes | None:
+        """The request's body (Content-Length or chunked), or None once a refusal was sent."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks, total = [], 0
+            while True:
+                size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+                try:
+                    size = int(size_line, 16)
+                except ValueError:
+                    return self._refuse(400, "Bad Request", request_id)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                total += size
+                if total > MAX_BODY:
+                    return self._refuse(413, "Request Too Long", request_id)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(1024)
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            return self._refuse(400, "Bad Request", request_id)
+        length = int(raw)
+        if length > MAX_BODY:
+            return self._refuse(413, "Request Too Long", request_id)
+        return self.rfile.read(length) if length else b""
+
+    def _refuse(self, status: int, message: str, request_id: str) -> None:
+        self.close_connection = True  # the unread body must not be taken for the next request
+        self._send(status, {"message": message}, request_id)
+        return None
 
     def _event(self, route: Route, path: str, stage: str, query: str, path_parameters: dict[str, str] | None,
                headers: list[tuple[str, str]], body: bytes, caller: Caller | None, request_id: str
