@@ -78,7 +78,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .tokenmigration .pytest_cache .ruff_cache .aws-sam $(CA_BUNDLE) $(COVERAGE_DIR)
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .tokenmigration .pytest_cache .ruff_cache .aws-sam $(CA_BUNDLE) $(COVERAGE_DIR)
 
 # --- SAM: the CLI is heavy, so it gets its own virtualenv (.venv-sam), apart from the dev extra ---------
 SAM_VENV := .venv-sam
@@ -94,6 +94,21 @@ $(SAM_STAMP):
 	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
 	$(SAM_VENV)/bin/pip install --quiet 'aws-sam-cli$(SAM_CLI_VERSION)'
 	@touch $(SAM_STAMP)
+
+# checkov (the security scan) in its own virtualenv: it pins much of what the dev extra also uses.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-stamp
+CHECKOV_VERSION ?= >=3.2,<4
+$(CHECKOV_STAMP):
+	$(or $(PYTHON313),python3) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov$(CHECKOV_VERSION)'
+	@touch $(CHECKOV_STAMP)
+
+# Every finding fixed in template.yaml or waived, with its reason, in security/checkov-waivers.yaml.
+.PHONY: security-scan
+security-scan: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/python tools/security_scan.py $(CHECKOV_VENV)/bin/checkov
 
 sam-validate: $(SAM_STAMP)
 	$(SAM_ENV) $(SAM) validate --lint
