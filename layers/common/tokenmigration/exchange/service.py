@@ -9,12 +9,6 @@
    user looked up by primary key (a dummy id when there is no logged-in user). Bad signature, missing
    or expired key, anonymous or unreadable session and unknown user all end in the one
    ``InvalidGrant`` (401 ``{"error": "invalid_grant"}``), counted as a failure of the source.
-
-``ExchangeService.bridge(request)`` is the same for the Laravel app's server (``POST /auth/migration/bridge``,
-IAM): it answers the id of the Laravel session row carrying this very Express session (created and
-ledgered if needed, one per Express session) instead of a token, migrates the user on the spot if needed
-(without rotating or delivering any token), and counts failures per browser address and per Express
-session id, never per caller (``exchange.bridge``).
 3. A user not migrated yet is migrated on the spot by ``Migrator.migrate_user`` (run id ``exchange``)
    with the presented session as its only session, and the plaintext is delivered; a user holding
    tokens the app made is no exception (api.md: the exchange serves every holder of a valid session,
@@ -25,6 +19,12 @@ session id, never per caller (``exchange.bridge``).
 4. With ``LARAVEL_APP_KEY`` set: the Laravel session row migrated from this very Express session
    (found by the ledger's ``source_hash``, still the user's and within ``LARAVEL_SESSION_LIFETIME``) or
    a new, ledgered row, handed to the browser as Laravel's encrypted session cookie (``Set-Cookie``).
+
+``ExchangeService.bridge(request)`` is the same for the Laravel app's server (``POST /auth/migration/bridge``,
+IAM): it answers the id of the Laravel session row carrying this very Express session (created and
+ledgered if needed, one per Express session) instead of a token, migrates the user on the spot if needed
+(without rotating or delivering any token), and counts failures per browser address and per Express
+session id, never per caller (``exchange.bridge``).
 
 Decisions where the contract is silent:
 
