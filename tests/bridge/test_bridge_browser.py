@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,6 @@ def _reset_database(engine: Engine) -> None:
 
 
 def _wait_for_run(api: ApiClient, run_id: str) -> dict:
-    import time
-
     deadline = time.monotonic() + POLL_LIMIT
     while True:
         response = api.request("GET", "/progress", query={"migration_id": run_id})
