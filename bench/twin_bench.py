@@ -1,8 +1,8 @@
 """``make bench-twin``: how the local twin answers while a large run executes.
 
-1. A fresh PostgreSQL database (Laravel tables + ``db upgrade``) and a dedicated, FLUSHED Redis DB, seeded with
+1. A fresh PostgreSQL database (Laravel tables + ``db upgrade``) and a redis-server of its own, seeded with
    ``tokenmigration.demo_data.seed`` (default 100,000 users and their Express sessions).
-2. ``tokenmigration local serve`` in its own process, as an operator starts it.
+2. ``tokenmigration local serve`` in its own process, as an operator starts it (its log: bench/results/).
 3. ``POST /start``; then, until the run ends, this process alternates a signed ``GET /progress`` and an unsigned
    ``POST /exchange`` of a live session (one after another, no pause), timing each end to end.
 4. p50/p95/max of each while the run was RUNNING, the run's own duration and outcome; written to
@@ -56,8 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-server", default="postgresql+pg8000://postgres@127.0.0.1:5432/postgres",
                         help="URL of a database to issue CREATE/DROP DATABASE from")
     parser.add_argument("--database", default="tm_bench_twin", help="database to create (dropped at the end)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/11",
-                        help="Redis DB for the Express sessions; it is FLUSHED (default DB 11)")
+    parser.add_argument("--redis-url", default=None,
+                        help="Redis DB for the Express sessions; it is FLUSHED (default: a redis-server of this "
+                             "bench's own, on a free port, so that no test run's FLUSHDB can reach it)")
     parser.add_argument("--port", type=int, default=0, help="port for local serve (default: a free one)")
     return parser.parse_args(argv)
 
@@ -87,20 +88,24 @@ def live_cookies(store: redis.Redis, wanted: int) -> list[str]:
     return cookies
 
 
-def start_server(database_url: str, redis_url: str, port: int) -> tuple[subprocess.Popen, str]:
+def start_server(database_url: str, redis_url: str, port: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """local serve, its output to a file: a pipe nobody drains would fill and block the server's logging."""
     env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "AWS_ACCESS_KEY_ID": KEY,
            "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": REGION, "EXPRESS_SESSION_SECRETS": EXPRESS_SECRET,
            "FLAGS_MAX_AGE_SECONDS": "0", "POWERTOOLS_METRICS_DISABLED": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "tokenmigration.cli.main", "local", "serve", "--quiet",
-                             "--port", str(port), "--log-level", "ERROR"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:
-        lines.append(line)
-        found = re.search(r"TOKENMIGRATION_API_URL=(\S+)", line)
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tokenmigration.cli.main", "local", "serve", "--quiet",
+                                 "--port", str(port), "--log-level", "ERROR"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        found = re.search(r"TOKENMIGRATION_API_URL=(\S+)", log.read_text())
         if found:
             return proc, found.group(1)
-    raise RuntimeError("local serve ended before printing its URL:\n" + "".join(lines))
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError("local serve did not print its URL:\n" + log.read_text())
 
 
 def exchange(url: str, cookie: str) -> tuple[float, int]:
@@ -117,8 +122,30 @@ def exchange(url: str, cookie: str) -> tuple[float, int]:
     return elapsed, answer.status
 
 
+def private_redis() -> tuple[subprocess.Popen, str]:
+    """A redis-server of our own: CI and test runs pick and FLUSH any empty DB number of the shared one."""
+    from tokenmigration.local.twin import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return proc, url
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start") from None
+            time.sleep(0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    own_redis = None
+    if args.redis_url is None:
+        own_redis, args.redis_url = private_redis()
     admin = create_engine(args.pg_server, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)'))
@@ -137,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seeded {report.users:,} users in {time.monotonic() - began:.1f} s", flush=True)
         cookies = live_cookies(store, args.exchanges)
 
-        server, url = start_server(database_url, args.redis_url, args.port)
+        server_log = BENCH_DIR / "results" / "twin-server.log"
+        server_log.parent.mkdir(exist_ok=True)
+        server, url = start_server(database_url, args.redis_url, args.port, server_log)
+        print(f"local serve at {url}, its log in {server_log}", flush=True)
         api = ApiClient(url, credentials=BotoCredentials(KEY, SECRET), region=REGION, timeout=120)
         api.request("GET", "/stats")  # warm: connections, flags
         started = api.request("POST", "/start", {"confirm": True})
@@ -187,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         store.flushdb()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)'))
+        if own_redis is not None:
+            own_redis.terminate()
+            own_redis.wait(timeout=30)
 
 
 if __name__ == "__main__":

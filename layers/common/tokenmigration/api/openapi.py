@@ -24,7 +24,7 @@ from tokenmigration.api.spec import SIGV4
 TITLE = "tokenmigration API"
 DESCRIPTION = """\
 Moves logged-in users from Express sessions in Redis to Laravel Sanctum tokens and database sessions.
-The contract is `api.md`; this document adds what it leaves to the implementation.
+The contract is `docs/api.md`; this document adds what it leaves to the implementation.
 
 Admin routes (all but `/exchange`) require AWS IAM: requests signed with SigV4 for the service `execute-api`.
 Unsigned or wrongly signed requests get 403 `{"message": ...}` from API Gateway. Every admin response carries

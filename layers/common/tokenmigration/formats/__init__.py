@@ -1,1 +1,1 @@
-"""Wire formats of the two systems we do not own (see shared/spec/compat.md)."""
+"""Wire formats of the two systems we do not own (docs/compat.md)."""
