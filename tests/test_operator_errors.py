@@ -461,3 +461,10 @@ def test_the_twin_reads_a_chunked_body(unreachable_redis_server):
                                            chunked)
     assert (got, content_type) == (400, "application/json")  # the exchange's own answer to a wrong grant type
     assert document["error"] in ("invalid_request", "unsupported_grant_type")
+
+
+def test_an_unreachable_redis_fails_at_once_not_after_the_retries(env, pg_engine):
+    add_users(pg_engine, [1])
+    done = run(["migrate", "--yes"], {**env, "REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert_one_line(done, "cannot reach Redis at REDIS_URL")
+    assert "retry" not in done.stderr

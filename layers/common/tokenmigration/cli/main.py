@@ -102,6 +102,9 @@ def _services(settings: Settings, redis: bool = False):
     engine = make_engine(settings.database_url)
     migrator = Migrator(settings, engine, connect(settings.redis_url) if redis else None)
     migrator.check_schema()
+    if redis:
+        # A Redis that does not answer now is a setting to fix, not a fault to retry for half a minute.
+        migrator.redis.ping()
     return migrator
 
 
