@@ -8,6 +8,7 @@ import base64
 import contextlib
 import copy
 import json
+import logging
 import os
 import secrets
 import socket
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,10 @@ class LocalTwin:
             self.redis_label = "in-process Redis (embedded default)"
 
         saved_env = dict(os.environ)
+        # The functions' Powertools Logger sets the package logger's level from LogLevel: give it back on stop,
+        # or a process that ran a twin (a test session) stops seeing the package's INFO records.
+        package_logger = logging.getLogger("tokenmigration")
+        self._undo.append(partial(package_logger.setLevel, package_logger.level))
 
         def restore_env() -> None:
             os.environ.clear()
