@@ -76,12 +76,13 @@ def summary(values: list[float]) -> dict[str, float]:
             "mean_ms": round(statistics.fmean(ms), 1), "max_ms": round(max(ms), 1)}
 
 
-def live_cookies(store: redis.Redis, wanted: int) -> list[str]:
+def live_cookies(store: redis.Redis, wanted: int, users: set[int]) -> list[str]:
+    """Signed cookies of logged-in sessions of existing users (the seed also writes orphans, rightly 401)."""
     decoder = SessionDecoder()
     cookies = []
     for key in store.scan_iter(match="sess:*", count=1000):
         parsed = decoder.parse(store.get(key))
-        if parsed.kind is SessionKind.LOGGED_IN:
+        if parsed.kind is SessionKind.LOGGED_IN and parsed.user_id in users:
             cookies.append(cookie_value(key.decode()[len("sess:"):], EXPRESS_SECRET))
             if len(cookies) >= wanted:
                 break
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         report = seed(engine, store, args.users)
         engine.dispose()
         print(f"seeded {report.users:,} users in {time.monotonic() - began:.1f} s", flush=True)
-        cookies = live_cookies(store, args.exchanges)
+        cookies = live_cookies(store, args.exchanges, set(report.user_ids))
 
         server_log = BENCH_DIR / "results" / "twin-server.log"
         server_log.parent.mkdir(exist_ok=True)
