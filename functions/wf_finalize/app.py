@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenmigration.aws.context import services
 from tokenmigration.aws.runs import KINDS
+from tokenmigration.tracing import LazyTracer
 from tokenmigration.workflow import fields, steps
 
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()  # the X-Ray SDK only when tracing is on (tokenmigration.tracing)
 metrics = Metrics()
 
 

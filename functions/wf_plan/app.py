@@ -12,17 +12,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenmigration.aws.context import services
 from tokenmigration.engine.session_index import SliceCounts
+from tokenmigration.tracing import LazyTracer
 from tokenmigration.workflow import fields, steps
 from tokenmigration.workflow.errors import InvalidStepInput
 
 logger = Logger()
-tracer = Tracer()
+tracer = LazyTracer()  # the X-Ray SDK only when tracing is on (tokenmigration.tracing)
 metrics = Metrics()
 
 # A slice stops starting SCAN calls this long before Lambda would stop it: the last call's batch still

@@ -285,7 +285,8 @@ def test_every_environment_variable_is_one_the_code_reads(template):
     env = _Recording()
     Settings.from_env(env)
     AwsSettings.from_env(env)
-    known = env.asked | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_NAMESPACE"}
+    known = env.asked | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_LOG_LEVEL", "POWERTOOLS_METRICS_NAMESPACE",
+                         "POWERTOOLS_TRACE_DISABLED"}  # read by Powertools and tokenmigration.tracing
     blocks = [template["Globals"]["Function"]["Environment"]["Variables"]]
     blocks += [fn["Properties"].get("Environment", {}).get("Variables", {})
                for fn in _resources(template, "AWS::Serverless::Function").values()]

@@ -14,7 +14,6 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response, content_types
 
 from tokenmigration.aws import errors as aws_errors
-from tokenmigration.aws.run_control import ExecutionNotStarted
 from tokenmigration.engine import errors as engine_errors
 
 INTERNAL_ERROR_MESSAGE = "internal error"
@@ -53,7 +52,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     aws_errors.BadCursor: HTTPStatus.BAD_REQUEST,
     aws_errors.ConcurrencyAboveBudget: HTTPStatus.BAD_REQUEST,
     # Step Functions refused to start the run: not the client's doing, and nothing changed.
-    ExecutionNotStarted: HTTPStatus.SERVICE_UNAVAILABLE,
+    aws_errors.ExecutionNotStarted: HTTPStatus.SERVICE_UNAVAILABLE,
 }
 
 
@@ -87,7 +86,7 @@ def domain_error_response(exc: Exception) -> Response:
     if isinstance(exc, aws_errors.RunInProgress):
         return failure(HTTPStatus.CONFLICT, f"A run is in progress: {exc.active_run_id}",
                        migration_id=exc.active_run_id)
-    if isinstance(exc, ExecutionNotStarted):
+    if isinstance(exc, aws_errors.ExecutionNotStarted):
         return failure(HTTPStatus.SERVICE_UNAVAILABLE, f"The run could not be started: {exc}",
                        migration_id=exc.run_id)
     return failure(status_of(exc), str(exc))

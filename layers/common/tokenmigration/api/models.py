@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from tokenmigration.aws.error_items import MAX_PAGE
-from tokenmigration.aws.run_control import (
+from tokenmigration.aws.run_limits import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     MAX_CHUNK_SIZE,

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 import warnings
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
+
+from tokenmigration.tracing import LazyTracer
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "").strip() or "tokenmigration"
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "TokenMigration"
@@ -20,7 +22,7 @@ NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "Token
 # The logger is named after the service, so the layer's own ``logging.getLogger("tokenmigration.…")``
 # lines go through the same JSON handler when the service is "tokenmigration".
 logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
+tracer = LazyTracer(service=SERVICE)  # the X-Ray SDK only when tracing is on
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 
 # Read-only routes count nothing: that is expected, not worth a warning in every container's log.

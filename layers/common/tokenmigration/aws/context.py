@@ -10,20 +10,24 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
-from sqlalchemy import Engine
 
 from tokenmigration.aws.flags import FeatureFlags
 from tokenmigration.aws.runs import RunLedger
 from tokenmigration.aws.secrets import database_tls, read_database_url, resolve_settings
 from tokenmigration.aws.settings import AwsSettings
 from tokenmigration.config import Settings
-from tokenmigration.db.connection import make_engine
-from tokenmigration.engine.migrator import Migrator
-from tokenmigration.exchange import ExchangeService, RedisFailureThrottle
-from tokenmigration.redis_client import RedisLike, connect
+
+# SQLAlchemy, the engine, Redis and the exchange are imported where they are first used, not here: a
+# function's cold start then pays only for what its own route touches (bench/cold_imports.py).
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tokenmigration.engine.migrator import Migrator
+    from tokenmigration.exchange import ExchangeService
+    from tokenmigration.redis_client import RedisLike
 
 
 @dataclass
@@ -34,6 +38,8 @@ class Services:
 
     @cached_property
     def engine(self) -> Engine:
+        from tokenmigration.db.connection import make_engine
+
         # One connection per container: Lambda runs one invocation at a time per container.
         fresh = (lambda: read_database_url(self.aws, force=True)) if self.database_from_secret else None
         return make_engine(self.settings.database_url, pool_size=1, max_overflow=1,
@@ -41,14 +47,20 @@ class Services:
 
     @cached_property
     def redis(self) -> RedisLike:
+        from tokenmigration.redis_client import connect
+
         return connect(self.settings.redis_url)
 
     @cached_property
     def migrator(self) -> Migrator:
+        from tokenmigration.engine.migrator import Migrator
+
         return Migrator(self.settings, self.engine, self.redis if self.settings.redis_url else None)
 
     @cached_property
     def exchange(self) -> ExchangeService:
+        from tokenmigration.exchange import ExchangeService, RedisFailureThrottle
+
         # The failure throttle lives in Redis, so every container counts the same failures.
         return ExchangeService(self.settings, self.migrator, self.redis,
                                RedisFailureThrottle.from_settings(self.settings, self.redis))

@@ -53,3 +53,14 @@ class ConcurrencyAboveBudget(ServiceError):
                          f"ChunkReservedConcurrency), got {requested}")
         self.requested = requested
         self.limit = limit
+
+
+class ExecutionNotStarted(ServiceError):
+    """Step Functions did not start the run's execution; the run is FAILED and the lock released."""
+
+    code = "execution_not_started"
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        super().__init__(f"the state machine did not start run {run_id} ({reason}); nothing changed, try again")
+        self.run_id = run_id
+        self.reason = reason

@@ -29,29 +29,24 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tokenmigration.aws.dynamo import error_code
-from tokenmigration.aws.errors import ConcurrencyAboveBudget, RollbackUnavailable, ServiceError
+from tokenmigration.aws.errors import ConcurrencyAboveBudget, ExecutionNotStarted, RollbackUnavailable
 from tokenmigration.aws.flags import FeatureFlags, Flags
+from tokenmigration.aws.run_limits import (  # re-exported: callers know them from here
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    MAX_CHUNK_SIZE,
+    MAX_CONCURRENCY,
+)
 from tokenmigration.aws.runs import RunKind, RunLedger
 from tokenmigration.aws.settings import AwsSettings
 from tokenmigration.engine.runs import new_run_id
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHUNK_SIZE = 2000
-DEFAULT_MAX_CONCURRENCY = 10
-MAX_CHUNK_SIZE = 10_000
-MAX_CONCURRENCY = 1_000
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_MAX_CONCURRENCY", "MAX_CHUNK_SIZE", "MAX_CONCURRENCY",
+           "ExecutionNotStarted"]
 
 
-class ExecutionNotStarted(ServiceError):
-    """Step Functions did not start the run's execution; the run is FAILED and the lock released."""
-
-    code = "execution_not_started"
-
-    def __init__(self, run_id: str, reason: str) -> None:
-        super().__init__(f"the state machine did not start run {run_id} ({reason}); nothing changed, try again")
-        self.run_id = run_id
-        self.reason = reason
 
 
 class ControlPlane(Protocol):

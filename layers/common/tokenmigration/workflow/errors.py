@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis.exceptions
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+# SQLAlchemy and redis-py are imported when a step actually runs database or Redis work (in
+# ``transient_errors``), not when a handler imports this module: mark-failed, say, needs neither.
 
 
 class TransientError(Exception):
@@ -38,13 +38,22 @@ class InvalidStepInput(ValueError):
 # serialization failures (40), too many connections (53300), server shutting down or starting (57P01-57P03).
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "40", "53300", "57P01", "57P02", "57P03")
 
-REDIS_TRANSIENT: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    *(getattr(redis.exceptions, name) for name in ("ClusterDownError", "TryAgainError")
-      if hasattr(redis.exceptions, name)),
-)
+def _redis_transient() -> tuple[type[BaseException], ...]:
+    import redis.exceptions
+
+    return (
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        redis.exceptions.BusyLoadingError,
+        *(getattr(redis.exceptions, name) for name in ("ClusterDownError", "TryAgainError")
+          if hasattr(redis.exceptions, name)),
+    )
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: REDIS_TRANSIENT without importing redis-py up front
+    if name == "REDIS_TRANSIENT":
+        return _redis_transient()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -60,6 +69,8 @@ def sqlstate(error: BaseException) -> str | None:
 
 
 def is_transient_database_error(error: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
     if isinstance(error, (OperationalError, InterfaceError)):
@@ -75,6 +86,9 @@ def transient_errors() -> Iterator[None]:
     The message names the failure's class and SQLSTATE only: driver messages can quote SQL and parameters,
     and this text ends up in the execution history.
     """
+    from sqlalchemy.exc import DBAPIError
+
+    redis_transient = _redis_transient()
     try:
         yield
     except DBAPIError as error:
@@ -83,7 +97,7 @@ def transient_errors() -> Iterator[None]:
         code = sqlstate(error)
         detail = type(getattr(error, "orig", None) or error).__name__ + (f" (SQLSTATE {code})" if code else "")
         raise TransientDatabaseError(f"the database failed transiently: {detail}") from error
-    except REDIS_TRANSIENT as error:
+    except redis_transient as error:
         # redis-py's messages name the host and port ("Error 111 connecting to h:6379. Connection refused."),
         # never a password: the operator reads this line in the run's progress to know what to fix.
         lines = str(error).strip().splitlines()

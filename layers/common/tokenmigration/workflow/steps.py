@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -19,10 +19,13 @@ from tokenmigration.aws.chunk_list import chunks_key, read_chunks, write_chunks
 from tokenmigration.aws.context import Services
 from tokenmigration.aws.errors import UnknownRun
 from tokenmigration.aws.runs import KINDS, RUNNING, RunKind
-from tokenmigration.engine.cleanup import cleanup
 from tokenmigration.engine.results import Chunk, ChunkResult, RollbackResult
-from tokenmigration.engine.session_index import SliceCounts
 from tokenmigration.workflow.errors import short_error, transient_errors
+
+# The engine's cleanup (SQLAlchemy) and session index (redis-py) load in the steps that use them: the
+# mark-failed function imports this module too and needs neither.
+if TYPE_CHECKING:
+    from tokenmigration.engine.session_index import SliceCounts
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +171,8 @@ def plan_slice(services: Services, run_id: str, node: str, node_index: int, curs
         part = services.migrator.index_slice(run_id, chunks, node, cursor, time.monotonic() + budget,
                                              services.aws.plan_scan_count)
     services.ledger.record_slice_problems(run_id, node_index, slice_number, part.report.problems)
+    from tokenmigration.engine.session_index import SliceCounts
+
     total = SliceCounts()
     total.merge(counts)
     total.add(part.report)
@@ -181,6 +186,8 @@ def finish_plan(services: Services, run_id: str, reports: list[SliceCounts]) -> 
     services.aws.require("chunks_bucket")
     run = _require_run(services, run_id)
     resume(services, run_id, "migration")
+    from tokenmigration.engine.session_index import SliceCounts
+
     total = SliceCounts()
     for report in reports:
         total.merge(report)
@@ -366,6 +373,8 @@ def _discard_index(services: Services, run_id: str) -> None:
 
 def scheduled_cleanup(services: Services, dry_run: bool = False) -> dict[str, Any]:
     """Prune what this tool created and nobody can use any more (engine.cleanup)."""
+    from tokenmigration.engine.cleanup import cleanup
+
     with transient_errors():
         return cleanup(services.engine, services.settings, dry_run=dry_run,
                        has_expires_at=services.migrator.has_expires_at,
