@@ -105,6 +105,11 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/pip install --quiet 'checkov$(CHECKOV_VERSION)'
 	@touch $(CHECKOV_STAMP)
 
+# docs/cost.md: cost per run and scale at 1M/10M/100M users (CHUNK_SECONDS: your measured chunk duration).
+.PHONY: cost
+cost: install
+	$(PY) tools/cost_model.py $(if $(CHUNK_SECONDS),--chunk-seconds $(CHUNK_SECONDS))
+
 # Every finding fixed in template.yaml or waived, with its reason, in security/checkov-waivers.yaml.
 .PHONY: security-scan
 security-scan: $(CHECKOV_STAMP)
