@@ -93,6 +93,7 @@ laravel_sessions = Table(
 
 # The columns `db upgrade` adds to the app's users table (the PHP sketch's names).
 USER_COLUMNS = {"migrated_to_sanctum_at": Timestamp, "migration_token_id": Unsigned}
+# Created by earlier versions; `db upgrade` drops it (see upgrade._drop_users_index).
 USERS_MIGRATED_INDEX = "users_migrated_to_sanctum_at_index"
 
 # Lightweight handles for queries: only the columns this tool reads or writes, typed so that

@@ -15,7 +15,8 @@ class SchemaError(RuntimeError):
 
 
 def upgrade(engine: Engine) -> list[str]:
-    """Add the user columns, their index and the ledger tables; return what was done."""
+    """Add the user columns and the ledger tables; drop the index earlier versions put on
+    ``migrated_to_sanctum_at``; return what was done."""
     done: list[str] = []
     inspector = inspect(engine)
     if not inspector.has_table("users"):
@@ -37,9 +38,10 @@ def upgrade(engine: Engine) -> list[str]:
             done.append(f"added users.{name}")
         own_metadata.create_all(conn, tables=missing)
         done += [f"created table {t.name}" for t in missing]
-    if not indexed:
-        _create_users_index(engine)
-        done.append(f"created index {USERS_MIGRATED_INDEX}")
+    if indexed:
+        _drop_users_index(engine)
+        done.append(f"dropped index {USERS_MIGRATED_INDEX} (it made every migrated user's UPDATE a non-HOT one "
+                    "that also writes every other index of users)")
     return done
 
 
@@ -64,30 +66,25 @@ def _mysql_errno(exc: DBAPIError) -> int | None:
     return args[0] if args and isinstance(args[0], int) else None
 
 
-def _create_users_index(engine: Engine) -> None:
+def _drop_users_index(engine: Engine) -> None:
+    """Earlier versions indexed ``migrated_to_sanctum_at``. Setting an indexed column rules out a heap-only
+    (HOT) update on PostgreSQL, so every migrated user's row also got new entries in every index of users
+    (primary key, the email unique index, ...), and a secondary-index change on InnoDB; nothing needs the
+    index (stats counts the whole table anyway, the rollback plan reads the ledger and the users once)."""
     if is_mysql(engine):
-        # Online: the app keeps reading and writing users while the index builds.
-        with engine.connect() as conn:
-            conn.execute(text(f"ALTER TABLE users ADD INDEX {USERS_MIGRATED_INDEX} (migrated_to_sanctum_at), "
-                              "ALGORITHM=INPLACE, LOCK=NONE"))
+        with engine.connect() as conn:  # online: reads and writes go on meanwhile
+            conn.execute(text(f"ALTER TABLE users DROP INDEX {USERS_MIGRATED_INDEX}, ALGORITHM=INPLACE, LOCK=NONE"))
         return
     if is_postgres(engine):
-        # CONCURRENTLY keeps the app writing to users while a large table is indexed; it cannot run
-        # inside a transaction block, and a pooled connection may hold one open (pre-ping), so use
-        # a fresh autocommit connection.
+        # CONCURRENTLY does not block the app's writes; it cannot run in a transaction block, and a pooled
+        # connection may hold one open (pre-ping), so use a fresh autocommit connection.
         ddl_engine = create_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
         with ddl_engine.connect() as conn:
-            conn.execute(
-                text(
-                    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {USERS_MIGRATED_INDEX} "
-                    "ON users (migrated_to_sanctum_at)"
-                )
-            )
-    else:
-        with engine.begin() as conn:
-            conn.execute(
-                text(f"CREATE INDEX IF NOT EXISTS {USERS_MIGRATED_INDEX} ON users (migrated_to_sanctum_at)")
-            )
+            conn.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {USERS_MIGRATED_INDEX}"))
+        ddl_engine.dispose()
+        return
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP INDEX IF EXISTS {USERS_MIGRATED_INDEX}"))
 
 
 def create_laravel_tables(engine: Engine) -> list[str]:
