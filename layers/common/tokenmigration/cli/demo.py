@@ -23,6 +23,7 @@ from tokenmigration.db.connection import make_engine
 from tokenmigration.db.schema import laravel_users, ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import DEMO_EMAIL_DOMAIN, seed
+from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.reporting import stats
 from tokenmigration.engine.verify import Check, token_verifies, verify_migrated
 from tokenmigration.formats.express import SessionDecoder, SessionKind, cookie_value
@@ -52,7 +53,7 @@ def _open_database(settings: Settings) -> tuple[str, str]:
     return f"sqlite:///{path}", f"SQLite file {path} (embedded default)"
 
 
-def _clear_previous_demo(engine, redis) -> None:
+def _clear_previous_demo(engine, redis, session_store=None) -> None:
     """A configured database may hold an earlier demo; never anything else."""
     with engine.begin() as conn:
         foreign = conn.execute(
@@ -63,6 +64,8 @@ def _clear_previous_demo(engine, redis) -> None:
             raise DemoRefused(f"the users table at DATABASE_URL holds {foreign:,} users that are not demo users; "
                               "the demo only runs on an empty or demo database")
         demo_ids = select(laravel_users.c.id)
+        if session_store is not None:  # the redis driver: the sessions an earlier demo carried are keys
+            session_store.delete_many(conn.execute(select(ledger_sessions.c.session_id)).scalars())
         conn.execute(delete(tokens).where(tokens.c.tokenable_id.in_(demo_ids)))
         conn.execute(delete(sessions).where(sessions.c.user_id.in_(demo_ids)))
         for ledger in (ledger_tokens, ledger_sessions, ledger_failures):
@@ -118,7 +121,7 @@ def run_demo(settings: Settings, users: int) -> int:
         create_laravel_tables(engine)
         upgrade(engine)
         try:
-            _clear_previous_demo(engine, redis)
+            _clear_previous_demo(engine, redis, Migrator(settings, engine, redis).session_store)
         except DemoRefused as exc:
             print(f"tokenmigration demo: {exc}")
             return 2
@@ -174,7 +177,8 @@ def run_demo(settings: Settings, users: int) -> int:
             again = _run(client, {})
 
         _step("checks")
-        checks = verify_migrated(engine, settings)
+        # With LARAVEL_SESSION_DRIVER=redis the sessions are keys in Laravel's Redis, not rows.
+        checks = verify_migrated(engine, settings, Migrator(settings, engine, redis).session_store)
         # Skipped users (the app's token holders) keep their sessions too: skipping is about the token only.
         expected_sessions = sum(report.sessions_by_user.values())
         with engine.connect() as conn:
