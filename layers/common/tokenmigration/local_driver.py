@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,6 +291,37 @@ class LocalDriver:
             wait(pending)
             raise
 
+    def _stream_tasks(self, pool: Executor, tasks: Iterator[tuple[Callable[..., Any], tuple]],
+                      collect: Callable[[int, Any], None], window: int) -> None:
+        """Every task of a lazy iterator to completion with at most ``window`` submitted at a time; a failure
+        or Ctrl-C cancels what has not started, lets what runs finish, then raises."""
+        pending: dict[Future, int] = {}
+        submitted = 0
+
+        def fill() -> None:
+            nonlocal submitted
+            while len(pending) < window:
+                task = next(tasks, None)
+                if task is None:
+                    return
+                fn, args = task
+                pending[pool.submit(fn, *args)] = submitted
+                submitted += 1
+
+        try:
+            fill()
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    collect(pending.pop(future), future.result())
+                fill()
+        except BaseException:
+            running = sum(1 for future in pending if not future.cancel())
+            if running:
+                self.notice(f"stopping: waiting for {running} running task(s) to finish")
+            wait(pending)
+            raise
+
     def migrate(self, chunk_size: int, dry_run: bool = False, progress: ProgressCallback | None = None
                 ) -> RunSummary:
         """Plan, index the sessions (the parent SCANs, workers read and file), migrate every chunk."""
@@ -344,9 +375,11 @@ class LocalDriver:
                     if progress:
                         progress(summary)
 
-                batches = list(scan_session_keys(self.migrator.redis, self.settings.express_session_prefix))
+                # The SCAN is consumed as workers take batches, a few in flight per worker: the parent never
+                # holds the keyspace (2 million keys were ~600 MiB), so memory stays flat as the store grows.
                 # One failed batch starts the phase over (below), so batches are not retried on their own.
-                self._run_tasks(pool, summary, [(_index, (keys,)) for keys in batches], collect, retry_each=False)
+                batches = scan_session_keys(self.migrator.redis, self.settings.express_session_prefix)
+                self._stream_tasks(pool, ((_index, (keys,)) for keys in batches), collect, 2 * self.workers)
                 store.mark_complete(summary.keys_seen)
                 return
             except Exception as error:
