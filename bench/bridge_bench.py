@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,8 @@ from sqlalchemy.pool import NullPool
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 sys.path.insert(0, str(REPO / "tests" / "bridge"))
+
+from latency import summary  # noqa: E402
 
 from harness import laravel_server, require_tools  # noqa: E402
 from tokenmigration.cli.api import ApiClient  # noqa: E402
@@ -63,17 +64,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12",
                         help="Redis DB for the Express sessions; it is FLUSHED (default DB 12)")
     return parser.parse_args(argv)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 0.50), 2), "p95_ms": round(percentile(ms, 0.95), 2),
-            "mean_ms": round(statistics.fmean(ms), 2), "max_ms": round(max(ms), 2)}
 
 
 def get(port: int, cookies: dict[str, str]) -> tuple[float, int, str, list[str]]:

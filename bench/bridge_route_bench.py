@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import redis
 from botocore.credentials import Credentials as BotoCredentials
+from latency import summary
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.pool import NullPool
 
@@ -58,17 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15",
                         help="Redis DB for the Express sessions; it is FLUSHED (default DB 15)")
     return parser.parse_args(argv)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 0.50), 2), "p95_ms": round(percentile(ms, 0.95), 2),
-            "mean_ms": round(statistics.fmean(ms), 2), "max_ms": round(max(ms), 2)}
 
 
 def put_sessions(store: redis.Redis, users: range) -> dict[int, str]:

@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from urllib.parse import urlsplit
 
 import redis
 from botocore.credentials import Credentials as BotoCredentials
+from latency import summary
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -61,19 +61,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "bench's own, on a free port, so that no test run's FLUSHDB can reach it)")
     parser.add_argument("--port", type=int, default=0, help="port for local serve (default: a free one)")
     return parser.parse_args(argv)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    ms = [v * 1000 for v in values]
-    return {"n": len(ms), "p50_ms": round(percentile(ms, 0.50), 1), "p95_ms": round(percentile(ms, 0.95), 1),
-            "mean_ms": round(statistics.fmean(ms), 1), "max_ms": round(max(ms), 1)}
 
 
 def live_cookies(store: redis.Redis, wanted: int, users: set[int]) -> list[str]:
@@ -199,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
             "users": args.users, "run_id": run_id, "run_status": run.get("status"),
             "migrated_users": run.get("migrated_users"), "run_seconds": round(run_seconds, 1),
-            "progress_during_run": summary(progress_times), "exchange_during_run": summary(exchange_times),
+            "progress_during_run": summary(progress_times, digits=1),
+            "exchange_during_run": summary(exchange_times, digits=1),
             "statuses": statuses,
         }
         print(json.dumps(result, indent=2))
