@@ -12,8 +12,6 @@ given app comes from the same few servers). The contract is ``notes/BRIDGE-CONTR
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import json
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from tokenmigration.exchange.errors import NO_STORE, InvalidRequest
-from tokenmigration.exchange.request import MAX_BODY_BYTES, MAX_TOKEN_CHARS
+from tokenmigration.exchange.request import MAX_TOKEN_CHARS, body_text
 
 # Keys of the bridge's failure counters: apart from the exchange's, and per kind of source.
 IP_SOURCE = "bridge-ip:"
@@ -71,17 +69,9 @@ def parse_bridge_request(body: str | bytes | None, is_base64: bool = False) -> B
     """A ``BridgeRequest`` from the raw body, or ``InvalidRequest`` (400 ``invalid_request``)."""
     if body is None:
         raise InvalidRequest()
-    raw = body.encode("utf-8") if isinstance(body, str) else body
-    if is_base64:
-        try:
-            raw = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest() from None
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidRequest()
     try:
-        document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        document = json.loads(body_text(body, is_base64))  # base64, size and UTF-8 as the exchange checks them
+    except (ValueError, RecursionError):
         raise InvalidRequest() from None
     if not isinstance(document, dict):
         raise InvalidRequest()

@@ -114,7 +114,8 @@ def _content_type(headers: Mapping[str, HeaderValue] | None) -> str | None:
     return values[-1].split(";", 1)[0].strip().lower() if values else None
 
 
-def _body_text(body: str | bytes | None, is_base64: bool) -> str:
+def body_text(body: str | bytes | None, is_base64: bool) -> str:
+    """The body as text: base64 undone, size bounded, UTF-8 required; ``InvalidRequest`` otherwise."""
     if body is None:
         return ""
     raw = body.encode("utf-8") if isinstance(body, str) else body
@@ -176,7 +177,7 @@ def parse_exchange_request(
 ) -> ExchangeRequest:
     """An ``ExchangeRequest`` from an HTTP request, or ``InvalidRequest`` (400 ``invalid_request``)."""
     source = (source or "").strip() or UNKNOWN_SOURCE
-    fields = _body_fields(_body_text(body, is_base64), _content_type(headers))
+    fields = _body_fields(body_text(body, is_base64), _content_type(headers))
     if any(name in fields for name in _FIELDS):
         grant_type, token, token_type = (fields.get(name) for name in _FIELDS)
         requested = fields.get("requested_token_type", ACCESS_TOKEN_TYPE)
