@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -285,10 +285,7 @@ class LocalDriver:
                         continue
                     collect(n, result)
         except BaseException:
-            running = sum(1 for future in pending if not future.cancel())
-            if running:
-                self.notice(f"stopping: waiting for {running} running chunk(s) to commit or roll back")
-            wait(pending)
+            self._let_running_finish(pending, "chunk(s) to commit or roll back")
             raise
 
     def _stream_tasks(self, pool: Executor, tasks: Iterator[tuple[Callable[..., Any], tuple]],
@@ -316,11 +313,15 @@ class LocalDriver:
                     collect(pending.pop(future), future.result())
                 fill()
         except BaseException:
-            running = sum(1 for future in pending if not future.cancel())
-            if running:
-                self.notice(f"stopping: waiting for {running} running task(s) to finish")
-            wait(pending)
+            self._let_running_finish(pending, "task(s) to finish")
             raise
+
+    def _let_running_finish(self, pending: Collection[Future], what: str) -> None:
+        """On a failure or Ctrl-C: cancel what has not started, say so, and wait for what runs."""
+        running = sum(1 for future in pending if not future.cancel())
+        if running:
+            self.notice(f"stopping: waiting for {running} running {what}")
+        wait(pending)
 
     def migrate(self, chunk_size: int, dry_run: bool = False, progress: ProgressCallback | None = None
                 ) -> RunSummary:
