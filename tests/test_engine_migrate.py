@@ -57,6 +57,33 @@ def test_migrates_users_with_their_live_sessions(migrator, db_engine, redis_clie
     assert all(c.ok for c in verify_migrated(db_engine, migrator.settings))
 
 
+# Free text from Express sessions reaches Laravel's columns beside its own session, whatever it holds: the
+# PostgreSQL chunk statement joins these values with control characters, so a value that kept one would shift
+# every later session's text (and a NUL, or a lone surrogate, used to fail the whole chunk there).
+HOSTILE_TEXT = {
+    1: ("203.0.113.1", "Mozilla/5.0\x00 (X11; Linux)", "Mozilla/5.0 (X11; Linux)"),
+    2: (None, "comma, \"quote\" \\ back\x1fslash\x1e", "comma, \"quote\" \\ backslash"),
+    3: ("2001:db8::3", None, None),
+    4: ("10.0.0.4\x1f", "broken \ud800 surrogate", "broken \ufffd surrogate"),
+    5: ("", "\x00\x1f\x1e", None),
+    6: ("198.51.100.6", "é 𝄞 \u2028 end", "é 𝄞 \u2028 end"),
+}
+
+
+def test_free_text_lands_on_its_own_session_whatever_it_holds(migrator, db_engine, redis_client):
+    add_users(db_engine, list(HOSTILE_TEXT))
+    for uid, (ip, ua, _) in HOSTILE_TEXT.items():
+        fields = {k: v for k, v in (("ip", ip), ("userAgent", ua)) if v is not None}
+        put_session(redis_client, f"{uid}" * 32, express(uid, **fields))
+    _, results = run_all(migrator, chunk_size=10)
+    assert (total(results, "migrated_users"), total(results, "sessions_migrated")) == (6, 6)
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(sessions.c.user_id, sessions.c.ip_address, sessions.c.user_agent)
+                            .order_by(sessions.c.user_id)).all()
+    expected_ip = {1: "203.0.113.1", 2: None, 3: "2001:db8::3", 4: None, 5: None, 6: "198.51.100.6"}
+    assert [tuple(r) for r in rows] == [(uid, expected_ip[uid], HOSTILE_TEXT[uid][2]) for uid in HOSTILE_TEXT]
+
+
 def test_json_serialization_setting(settings, db_engine, redis_client):
     migrator = Migrator(settings.replace(laravel_session_serialization="json"), db_engine, redis_client)
     add_users(db_engine, [5])

@@ -372,3 +372,26 @@ def test_payload_factory_refuses_a_user_id_that_is_not_an_int(user_id):
 def test_payload_factory_matches_the_general_encoder_for_a_40_char_token(serialization):
     csrf = "Ab3" * 13 + "Z"
     assert PayloadFactory(serialization).payload(7, csrf) == encode_payload(session_attributes(7, csrf), serialization)
+
+
+# A header holds no control characters and PostgreSQL's text holds no NUL; the chunk SQL separates values
+# with two of them, so none may survive cleaning (engine.writers._free_text checks the same).
+@pytest.mark.parametrize(
+    ("value", "cleaned"),
+    [
+        ("Mozilla/5.0\x00 (X11)", "Mozilla/5.0 (X11)"),
+        ("a\x1fb\x1ec\td\r\ne\x7f", "abcde"),
+        ("broken \ud800 surrogate", "broken \ufffd surrogate"),
+        ("\x00\x1f", None),
+        ("Safari, \"quoted\" \\ back", "Safari, \"quoted\" \\ back"),
+        ("line\u2028separator é 𝄞", "line\u2028separator é 𝄞"),
+    ],
+    ids=repr,
+)
+def test_clean_user_agent_removes_what_no_header_holds(value, cleaned):
+    assert clean_user_agent(value) == cleaned
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1\x00", "::1\x1f", "\x1e", "10.0.0.1\n", "\udcff"], ids=repr)
+def test_clean_ip_drops_control_characters_and_surrogates(value):
+    assert clean_ip(value) is None

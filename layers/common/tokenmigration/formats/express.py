@@ -12,6 +12,8 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, unquote
 
+from tokenmigration.formats.laravel_session import clean_ip, clean_user_agent
+
 
 class SessionKind(StrEnum):
     """How a stored Express session value was classified."""
@@ -117,8 +119,9 @@ class SessionDecoder:
         return ParsedSession(
             SessionKind.LOGGED_IN,
             user_id,
-            _first_str(document, _IP_FIELDS),
-            _first_str(document, _UA_FIELDS),
+            # Cleaned here, before the run's index stores them: a lone surrogate cannot even be written to Redis.
+            clean_ip(_first_str(document, _IP_FIELDS)),
+            clean_user_agent(_first_str(document, _UA_FIELDS)),
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
 from tokenmigration.formats import phpserialize
@@ -179,13 +180,26 @@ def new_session_ids(count: int) -> list[str]:
     return random_alnum_block(count, SESSION_ID_LENGTH)
 
 
+# C0 controls and DEL: no HTTP header or address holds them, PostgreSQL's text cannot hold NUL, and the
+# chunk SQL uses two of them to separate values (engine.writers). Lone surrogates cannot be encoded as UTF-8.
+_CONTROLS = dict.fromkeys([*range(0x20), 0x7F])
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean_ip(value: Any) -> str | None:
+    """The address as Express kept it, or None when it does not fit Laravel's column or is not text."""
     if not isinstance(value, str) or not value or len(value) > IP_ADDRESS_MAX:
+        return None
+    if not value.isprintable() and (value != value.translate(_CONTROLS) or _SURROGATE.search(value)):
         return None
     return value
 
 
 def clean_user_agent(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
+    """The user agent cut to Laravel's 500 characters, without control characters (a header has none);
+    a lone surrogate becomes U+FFFD."""
+    if not isinstance(value, str):
         return None
-    return value[:USER_AGENT_MAX]
+    if not value.isprintable():  # fast path: an ordinary user agent is printable
+        value = _SURROGATE.sub("\ufffd", value.translate(_CONTROLS))
+    return value[:USER_AGENT_MAX] or None
