@@ -11,8 +11,11 @@ default both, one after the other):
    Redis sessions, so both share them.
 3. Run the baseline (bench/baseline.py, one process, per-user transactions) on
    copy A and the real CLI (``tokenmigration migrate``) as a subprocess on
-   copy B, each timed end to end.
-4. Check both copies hold the same outcome, and the outcome the seed predicts.
+   copy B, each timed end to end; the CLI ``--runs`` times (default 3), on a
+   fresh copy B each time, and the median run by users/s is the one reported
+   (this machine's speed drifts by a fifth between minutes).
+4. Check both copies hold the same outcome, and the outcome the seed predicts
+   (every engine run's copy).
 5. Print the report and write it to bench/results/latest-<database>.json.
 6. Drop the databases and flush the Redis DB, unless --keep.
 
@@ -69,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-users", type=positive_int, default=None,
                         help="run the baseline on only the first N users and extrapolate its rate "
                              "(default: all users; below ~10000 the estimate runs low, see the report)")
+    parser.add_argument("--runs", type=positive_int, default=3,
+                        help="engine runs, each on a fresh copy of the seeded database; the report gives each "
+                             "and the median by users/s, whose costs it shows (default 3)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the databases and the Redis DB afterwards (to inspect or rerun by hand)")
     parser.add_argument("--database", choices=["postgresql", "mysql", "both"], default="both",
@@ -248,6 +254,18 @@ class EngineRun:
     peak_tree_rss_mib: float  # the CLI and its workers together, sampled
     cpu_seconds: float  # user + system of the CLI and every worker it reaped
     log: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineMeasure:
+    """One engine run: the process, its rate, what it cost the servers, and the outcome it left."""
+
+    run: EngineRun
+    rate: float
+    cost: Cost
+    on_b: Any  # Outcome on the baseline's users
+    all_users: Any  # Outcome on every user (the same as on_b when the baseline walked them all)
+    wal_range: tuple[str, str]
 
 
 def run_engine(database_url: str, redis_url: str, workers: int, chunk_size: int, log_path: Path) -> EngineRun:
@@ -622,38 +640,49 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
         f"loop {base.loop_seconds:.1f}s) -> {base_rate:,.0f} users/s"
         + (f" extrapolated to {args.users:,} users ({base_full_seconds:.0f}s)" if extrapolated else ""))
 
-    server.checkpoint()
-    log(f"engine: tokenmigration migrate --workers {args.workers} --chunk-size {args.chunk_size} "
-        f"on {dbs.b} ...")
-    before = servers.read()
-    eng = run_engine(dbs.url(dbs.b), redis_url, args.workers, args.chunk_size, RESULTS_DIR / "engine.log")
-    after = servers.read()
-    wal_relations: dict[str, tuple[int, int]] = {}
-    if args.wal_stats and servers.waldump is not None:
-        servers.waldump(before.wal_lsn, after.wal_lsn, RESULTS_DIR / "engine-wal.txt")
-        wal_relations = named_relations(dbs.url(dbs.b), servers.wal_by_relation(before.wal_lsn, after.wal_lsn))
-        log(f"engine WAL records: {RESULTS_DIR / 'engine-wal.txt'}")
-    eng_rate = args.users / eng.seconds
-    log(f"engine: exit {eng.returncode} after {eng.seconds:.2f}s -> {eng_rate:,.0f} users/s, "
-        f"peak RSS {eng.peak_rss_mib:.0f} MiB (output in {eng.log})")
-
-    # Compare on the users the baseline walked; on a partial baseline, the engine's whole run is
+    # Compare on the users the baseline walked; on a partial baseline, each engine run's whole outcome is
     # checked against the seed as well.
     cutoff = base.last_user_id if base.last_user_id is not None else 0
     expected = expected_outcome(report, cutoff, carry_skipped=False)
     expected_eng = expected_outcome(report, cutoff, carry_skipped=True)
+    expected_all = expected_outcome(report, report.user_ids[-1], carry_skipped=True) if partial else expected_eng
     seeded_in_range = sum(1 for uid in report.users_with_tokens if uid <= cutoff)
     on_a = read_outcome(dbs.url(dbs.a), cutoff, seeded_in_range)
-    on_b = read_outcome(dbs.url(dbs.b), cutoff, seeded_in_range)
-    problems = mismatches(expected, on_a, "baseline") + mismatches(expected_eng, on_b, "engine")
-    expected_all, engine_all = expected_eng, on_b
-    if partial:
-        expected_all = expected_outcome(report, report.user_ids[-1], carry_skipped=True)
-        engine_all = read_outcome(dbs.url(dbs.b), report.user_ids[-1], len(report.users_with_tokens))
-        problems += mismatches(expected_all, engine_all, "engine (all users)")
-    eng_cost = servers.cost(before, after, eng.cpu_seconds, engine_all.users_migrated)
-    if eng.returncode != 0:
-        problems.append(f"the engine exited with status {eng.returncode}: see {eng.log}")
+    problems = mismatches(expected, on_a, "baseline")
+
+    runs: list[EngineMeasure] = []
+    wal_relations: dict[str, tuple[int, int]] = {}
+    for number in range(1, args.runs + 1):
+        if number > 1:  # every run starts from the seeded rows, as the first did
+            server.drop(dbs.b)
+            server.copy(dbs.src, dbs.b)
+        server.checkpoint()
+        label = f"engine run {number}/{args.runs}"
+        log(f"{label}: tokenmigration migrate --workers {args.workers} --chunk-size {args.chunk_size} on {dbs.b} ...")
+        before = servers.read()
+        eng = run_engine(dbs.url(dbs.b), redis_url, args.workers, args.chunk_size, RESULTS_DIR / "engine.log")
+        after = servers.read()
+        if args.wal_stats and servers.waldump is not None and number == 1:
+            servers.waldump(before.wal_lsn, after.wal_lsn, RESULTS_DIR / "engine-wal.txt")
+            wal_relations = named_relations(dbs.url(dbs.b), servers.wal_by_relation(before.wal_lsn, after.wal_lsn))
+            log(f"engine WAL records: {RESULTS_DIR / 'engine-wal.txt'}")
+        on_b = read_outcome(dbs.url(dbs.b), cutoff, seeded_in_range)
+        engine_all = read_outcome(dbs.url(dbs.b), report.user_ids[-1], len(report.users_with_tokens)) \
+            if partial else on_b
+        problems += mismatches(expected_eng, on_b, label)
+        if partial:
+            problems += mismatches(expected_all, engine_all, f"{label} (all users)")
+        if eng.returncode != 0:
+            problems.append(f"{label}: the engine exited with status {eng.returncode}: see {eng.log}")
+        run = EngineMeasure(eng, args.users / eng.seconds, servers.cost(before, after, eng.cpu_seconds,
+                                                                         engine_all.users_migrated),
+                            on_b, engine_all, (before.wal_lsn, after.wal_lsn))
+        runs.append(run)
+        log(f"{label}: exit {eng.returncode} after {eng.seconds:.2f}s -> {run.rate:,.0f} users/s, "
+            f"peak RSS {eng.peak_rss_mib:.0f} MiB (output in {eng.log})")
+    median = sorted(runs, key=lambda r: r.rate)[len(runs) // 2]
+    eng, eng_rate, eng_cost, on_b, engine_all = median.run, median.rate, median.cost, median.on_b, median.all_users
+    before_lsn, after_lsn = median.wal_range
 
     ratio = eng_rate / base_rate if base_rate else float("inf")
     goals = {
@@ -690,7 +719,12 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
         print(f"baseline               {base_rate:>10,.0f} users/s   measured: {args.users:,} users in "
               f"{base.seconds:.1f}s (scan {base.scan_seconds:.1f}s)")
     print(f"engine                 {eng_rate:>10,.0f} users/s   measured: {args.users:,} users in "
-          f"{eng.seconds:.2f}s, process start to exit, {args.workers} workers, chunks of {args.chunk_size:,}")
+          f"{eng.seconds:.2f}s, process start to exit, {args.workers} workers, chunks of {args.chunk_size:,}"
+          + (f"; the median of {len(runs)} runs" if len(runs) > 1 else ""))
+    if len(runs) > 1:
+        print("  each run             " + ", ".join(
+            f"{r.rate:,.0f} users/s ({r.cost.per_user()['db_cpu_us']:,.0f} us DB CPU, "
+            f"{r.cost.per_user()['wal_bytes']:,.0f} B WAL per user)" for r in runs))
     print(f"speed-up               {ratio:>10,.1f}x")
     print(f"engine peak memory     {eng.peak_rss_mib:>10,.0f} MiB     (max RSS of the largest single process "
           "of the run, exact)")
@@ -731,7 +765,8 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
                      "loop_seconds": round(base.loop_seconds, 3), "seconds": round(base.seconds, 3),
                      "estimated_seconds_all_users": round(base_full_seconds, 3),
                      "users_per_second": round(base_rate, 1)},
-        "engine": {"command": " ".join(eng.command[1:]), "seconds": round(eng.seconds, 3),
+        "engine": {"runs": len(runs), "median_of_runs": True,
+                   "command": " ".join(eng.command[1:]), "seconds": round(eng.seconds, 3),
                    "users_per_second": round(eng_rate, 1), "exit_status": eng.returncode,
                    "peak_rss_mib": round(eng.peak_rss_mib, 1),
                    "peak_rss_note": "largest single process of the run (CLI or one worker), not a sum",
@@ -741,8 +776,12 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
         "servers": {"database": "private" if servers.db_private else "shared (includes other clients' work)",
                     "redis": "private" if servers.redis_private else "shared (includes other clients' work)"},
         "wal_by_relation": {name: {"records": n, "bytes": b} for name, (n, b) in wal_relations.items()},
+        "engine_runs": [{"seconds": round(r.run.seconds, 3), "users_per_second": round(r.rate, 1),
+                         "exit_status": r.run.returncode, "peak_rss_mib": round(r.run.peak_rss_mib, 1),
+                         "peak_tree_rss_mib": round(r.run.peak_tree_rss_mib, 1), "cost": r.cost.as_dict()}
+                        for r in runs],
         "cost": {"baseline": base_cost.as_dict(), "engine": eng_cost.as_dict(),
-                 "engine_log_range": [before.wal_lsn, after.wal_lsn]},
+                 "engine_log_range": [before_lsn, after_lsn]},
         "verification": {"scope_max_user_id": cutoff, "expected": expected.counts(),
                          "expected_engine": expected_eng.counts(),
                          "baseline": on_a.counts(), "engine": on_b.counts(), "equivalent": valid,
