@@ -250,7 +250,7 @@ class EngineRun:
     command: list[str]
     seconds: float
     returncode: int
-    peak_rss_mib: float  # the largest single process (the CLI or one worker), exact
+    peak_rss_mib: float  # the largest single process (the CLI or one worker): its own VmHWM
     peak_tree_rss_mib: float  # the CLI and its workers together, sampled
     cpu_seconds: float  # user + system of the CLI and every worker it reaped
     log: str
@@ -292,8 +292,7 @@ def run_engine(database_url: str, redis_url: str, workers: int, chunk_size: int,
             _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
-    # Linux reports ru_maxrss in KiB: the largest single process among the CLI and its reaped workers.
-    return EngineRun(command, seconds, proc.returncode, usage.ru_maxrss / 1024, sampler.peak_sum / 2**20,
+    return EngineRun(command, seconds, proc.returncode, sampler.peak_single / 2**20, sampler.peak_sum / 2**20,
                      usage.ru_utime + usage.ru_stime, str(log_path))
 
 
@@ -726,8 +725,8 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
             f"{r.rate:,.0f} users/s ({r.cost.per_user()['db_cpu_us']:,.0f} us DB CPU, "
             f"{r.cost.per_user()['wal_bytes']:,.0f} B WAL per user)" for r in runs))
     print(f"speed-up               {ratio:>10,.1f}x")
-    print(f"engine peak memory     {eng.peak_rss_mib:>10,.0f} MiB     (max RSS of the largest single process "
-          "of the run, exact)")
+    print(f"engine peak memory     {eng.peak_rss_mib:>10,.0f} MiB     (peak RSS of the largest single process "
+          "of the run, its VmHWM)")
     print(f"                       {eng.peak_tree_rss_mib:>10,.0f} MiB     (the CLI and its workers together, "
           "sampled every 0.1 s)")
     print()
