@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -92,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="private (default): a throwaway PostgreSQL cluster and redis-server of the bench's "
                              "own, so their CPU-seconds and WAL bytes are the contestants' alone; shared: "
                              "--pg-server and --redis-url, whose figures include every other client's work")
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="private PostgreSQL: start it with this setting too (repeatable), e.g. "
+                             "wal_compression=lz4 or max_wal_size=8GB, to see what a server setting changes")
     parser.add_argument("--users-fillfactor", type=int, choices=range(10, 101), metavar="10..100", default=100,
                         help="PostgreSQL: seed users with this fillfactor (default 100, as Laravel creates the "
                              "table; a users table the app updates has free room on its pages)")
@@ -566,7 +570,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 def run_one(args: argparse.Namespace, database: str) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     # Private servers: PostgreSQL and Redis of the bench's own; MySQL/MariaDB stays the shared server.
-    private = PrivateServers.start(postgres=database == "postgresql") if args.servers == "private" else None
+    private = PrivateServers.start(postgres=database == "postgresql", pg_settings=tuple(args.pg_setting)) \
+        if args.servers == "private" else None
     if private is not None:
         args.redis_url, args.redis_db = private.redis_url, 0
         if private.pg is not None:
@@ -697,6 +702,8 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     print(f"tokenmigration benchmark  ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
           f"{server.version()})")
     print("=" * 78)
+    if args.pg_setting and servers.db_private:
+        print(f"PostgreSQL settings    {', '.join(args.pg_setting)} (besides the shipped defaults)")
     print(f"users                  {args.users:,}  ({len(report.users_with_tokens):,} already hold a token)")
     print(f"Express session keys   {sessions_total:,}  ({report.sessions['logged_in']:,} logged in)")
     print("  not migrated:        "
@@ -753,7 +760,7 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
                  "database": server.version(), "platform": platform.platform()},
-        "options": {"database": database,
+        "options": {"database": database, "pg_settings": args.pg_setting,
                     "users_fillfactor": args.users_fillfactor,
                     "users": args.users, "baseline_users": args.baseline_users,
                     "workers": args.workers, "chunk_size": args.chunk_size},
@@ -798,6 +805,8 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # kill (SIGTERM) unwinds like Ctrl-C, so the private servers and the databases are still cleaned up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     return run(parse_args(argv), argv)
 
 

@@ -171,14 +171,16 @@ class PrivateServers:
         assert self.redis is not None
         return self.redis.pid
 
+    pg_settings: tuple[str, ...] = ()
+
     @classmethod
-    def start(cls, postgres: bool = True) -> PrivateServers:
+    def start(cls, postgres: bool = True, pg_settings: tuple[str, ...] = ()) -> PrivateServers:
         bindir = _postgres_bindir()
         if (postgres and bindir is None) or shutil.which("redis-server") is None:
             raise SystemExit("bench: private servers need PostgreSQL's initdb and redis-server "
                              "(apt-get install postgresql redis-server), or pass --servers shared")
         workdir = Path(tempfile.mkdtemp(prefix="tm-bench-"))
-        servers = cls(workdir, free_port(), free_port())
+        servers = cls(workdir, free_port(), free_port(), pg_settings=tuple(pg_settings))
         try:
             if postgres:
                 servers._start_postgres(bindir)
@@ -236,7 +238,7 @@ class PrivateServers:
         self.pg = subprocess.Popen(
             [*self._as_postgres(), str(bindir / "postgres"), "-D", str(data), "-p", str(self.pg_port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}",
-             "-c", "autovacuum=off"],
+             "-c", "autovacuum=off", *(arg for setting in self.pg_settings for arg in ("-c", setting))],
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "pg.log").open("wb"),
         )
         if os.geteuid() == 0:
