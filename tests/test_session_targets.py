@@ -168,3 +168,33 @@ def test_settings_from_the_environment():
         Settings.from_env({"LARAVEL_SESSION_REDIS_URL": "http://x"})
     with pytest.raises(ConfigError, match="LARAVEL_SESSION_ENCRYPT"):
         Settings.from_env({"LARAVEL_SESSION_ENCRYPT": "maybe"})
+
+
+def test_redis_driver_cleanup_reads_the_ledger_a_page_at_a_time(settings, db_engine, redis_client, monkeypatch):
+    """At 100 million users the ledger's session ids outgrow a Lambda's memory: cleanup walks the ledger in
+    pages (two rows here), and still drops exactly the rows of the keys that are gone, across page bounds."""
+    import tokenmigration.engine.cleanup as cleanup_module
+
+    migrator = Migrator(settings.replace(laravel_session_driver="redis", laravel_session_redis_prefix=PREFIX),
+                        db_engine, redis_client)
+    add_users(db_engine, [1, 2, 3, 4])
+    for uid, sids in {1: ("a1", "b1", "c1"), 2: ("a2",), 3: ("a3", "b3"), 4: ("a4",)}.items():
+        for sid in sids:
+            put_session(redis_client, sid, express(uid))
+    [migrator.migrate_chunk(c, "run-1") for c in migrator.plan("run-1", 10).chunks]
+    with db_engine.connect() as conn:
+        ledgered = list(conn.execute(select(ledger_sessions.c.user_id, ledger_sessions.c.session_id)
+                                     .order_by(ledger_sessions.c.user_id, ledger_sessions.c.session_id)))
+    assert len(ledgered) == 7
+    gone = {sid for n, (_, sid) in enumerate(ledgered) if n in (1, 2, 3, 6)}  # straddles every page bound
+    redis_client.delete(*(PREFIX + sid for sid in gone))
+    monkeypatch.setattr(cleanup_module, "LEDGER_PAGE", 2)
+
+    dry = cleanup(db_engine, migrator.settings, dry_run=True, session_store=migrator.session_store)
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_sessions)).scalar_one() == 7
+    done = cleanup(db_engine, migrator.settings, session_store=migrator.session_store)
+    with db_engine.connect() as conn:
+        left = set(conn.execute(select(ledger_sessions.c.session_id)).scalars())
+    assert left == {sid for _, sid in ledgered} - gone
+    assert dry["details"]["ledger_rows"] == done["details"]["ledger_rows"] == 4

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, or_, select, update
 
 from tokenmigration.config import Settings
 from tokenmigration.db.schema import (
@@ -68,12 +68,7 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
             gone_sessions = conn.execute(delete(ledger_sessions).where(orphan_sessions)).rowcount
         else:
             details["stale_sessions"] = 0
-            ledgered = list(conn.execute(select(ledger_sessions.c.session_id)).scalars())
-            gone = sorted(set(ledgered) - session_store.existing(ledgered))
-            gone_sessions = sum(
-                conn.execute(delete(ledger_sessions).where(ledger_sessions.c.session_id.in_(gone[i : i + 1000])))
-                .rowcount for i in range(0, len(gone), 1000)
-            )
+            gone_sessions = _drop_gone_keys(conn, session_store)
         details["ledger_rows"] = conn.execute(delete(ledger_tokens).where(orphan_tokens)).rowcount + gone_sessions
         details["settled_failures"] = conn.execute(delete(ledger_failures).where(settled)).rowcount
         # Rollback runs' chunk records matter while the run can be retried or redriven (14 days).
@@ -83,3 +78,30 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
         if dry_run:
             transaction.rollback()
     return {"dry_run": dry_run, "cleaned_items": sum(details.values()), "details": details}
+
+
+# Ledger rows read per page by the redis-driver cleanup: at 100 million users the ledger holds hundreds of
+# millions of session ids, more than a Lambda's memory.
+LEDGER_PAGE = 5000
+
+
+def _drop_gone_keys(conn: Connection, session_store: RedisSessionStore) -> int:
+    """Remove the ledger rows of Laravel session keys that are gone (expired, or a logout), a page of the
+    ledger at a time in key order, so memory does not grow with the ledger."""
+    user_id, session_id = ledger_sessions.c.user_id, ledger_sessions.c.session_id
+    removed, after = 0, None
+    while True:
+        page = select(user_id, session_id).order_by(user_id, session_id).limit(LEDGER_PAGE)
+        if after is not None:  # written out rather than a row comparison: every database walks the key with it
+            page = page.where(or_(user_id > after[0], and_(user_id == after[0], session_id > after[1])))
+        rows = conn.execute(page).all()
+        if not rows:
+            return removed
+        ids = [sid for _, sid in rows]
+        alive = session_store.existing(ids)
+        gone = [sid for sid in ids if sid not in alive]
+        for start in range(0, len(gone), 1000):
+            removed += conn.execute(delete(ledger_sessions).where(session_id.in_(gone[start : start + 1000]))).rowcount
+        if len(rows) < LEDGER_PAGE:
+            return removed
+        after = rows[-1]
