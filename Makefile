@@ -59,7 +59,7 @@ bench-twin: install
 # peak RSS against the 100,000-user run show whether the cost per user grows with the run's size.
 .PHONY: bench-1m
 bench-1m: install
-	$(PY) bench/bench.py --database postgresql --users 1000000 --baseline-users 2000 $(BENCH_ARGS)
+	$(PY) bench/bench.py --database postgresql --users 1000000 --baseline-users 2000 --runs 1 $(BENCH_ARGS)
 
 # The Laravel bridge's first request vs an ordinary one, through the local twin (bench/bridge_bench.py).
 .PHONY: bench-laravel-bridge
