@@ -47,7 +47,8 @@ _UA_FIELDS = ("userAgent", "user_agent", "ua")
 _MAX_USER_ID = 2**63 - 1
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one is built per Express session.
+@dataclass(slots=True)
 class ParsedSession:
     kind: SessionKind
     user_id: int | None = None
@@ -91,7 +92,7 @@ class SessionDecoder:
                 raw = raw.decode("utf-8")
             except UnicodeDecodeError:
                 return ParsedSession(SessionKind.NOT_UTF8)
-        if not raw.strip():
+        if not raw or raw.isspace():  # not strip(): that copies every value
             return ParsedSession(SessionKind.EMPTY_VALUE)
         try:
             document = json.loads(raw)
