@@ -730,7 +730,7 @@ def _run(args: argparse.Namespace, database: str, dbs: Databases, server: Server
     if len(runs) > 1:
         print("  each run             " + ", ".join(
             f"{r.rate:,.0f} users/s ({r.cost.per_user()['db_cpu_us']:,.0f} us DB CPU, "
-            f"{r.cost.per_user()['wal_bytes']:,.0f} B WAL per user)" for r in runs))
+            f"{r.cost.per_user()['wal_bytes']:,.0f} B {'redo' if servers.mysql else 'WAL'} per user)" for r in runs))
     print(f"speed-up               {ratio:>10,.1f}x")
     print(f"engine peak memory     {eng.peak_rss_mib:>10,.0f} MiB     (peak RSS of the largest single process "
           "of the run, its VmHWM)")
