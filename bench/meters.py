@@ -60,17 +60,10 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / TICKS + sum(tree_cpu_seconds(child) for child in _children(root))
 
 
-def tree_rss_bytes(root: int) -> tuple[int, int]:
-    """(sum, largest single) resident set of ``root`` and its live descendants."""
-    fields = _stat(root)
-    if fields is None:
-        return 0, 0
-    own = int(fields[21]) * PAGE  # rss(24) in pages, 21 after the name
-    total, largest = own, own
-    for child in _children(root):
-        t, big = tree_rss_bytes(child)
-        total, largest = total + t, max(largest, big)
-    return total, largest
+def rss_bytes(pid: int) -> int:
+    """The process's resident set now, 0 when it is gone."""
+    fields = _stat(pid)
+    return int(fields[21]) * PAGE if fields is not None else 0  # rss(24) in pages, 21 after the name
 
 
 def high_water_bytes(pid: int) -> int:
@@ -112,7 +105,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             pids = _tree(self.pid)
-            self.peak_sum = max(self.peak_sum, tree_rss_bytes(self.pid)[0])
+            self.peak_sum = max(self.peak_sum, sum(rss_bytes(pid) for pid in pids))
             self.peak_single = max(self.peak_single, *(high_water_bytes(pid) for pid in pids))
             self._stop.wait(self.interval)
 

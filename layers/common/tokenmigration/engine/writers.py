@@ -6,8 +6,8 @@ CTEs for all writes. Each chunk's columns travel as comma-joined strings split b
 IP address and user agent are joined by a control character they cannot hold
 (``laravel_session.clean_*`` removes them), and session payloads are assembled in
 the database from the serializer's own frame: pg8000's row and array handling, and
-JSON of every row, cost more than the database work (parsing the user agents as a
-JSON array took an eighth of the chunk's statement).
+JSON of every row, cost more than the database work. (The free text used to travel as
+JSON arrays, which PostgreSQL refuses to turn into text when a value holds NUL.)
 MySQL and MariaDB get a few multi-row statements per chunk (``MysqlChunkSql``). SQLite takes
 SQLAlchemy Core queries and executemany.
 """
