@@ -99,3 +99,26 @@ def test_stats_come_from_the_database(api, stack, pg_engine):
     stats = result.body["stats"]
     assert (stats["total_users"], stats["migrated_users"], stats["migration_percentage"]) == (4, 1, 25.0)
     assert stats["last_migration_at"].endswith("Z")
+
+
+def test_while_a_run_executes_stats_are_counted_at_most_once_a_minute(api, stack, pg_engine, monkeypatch):
+    """A watcher polls /progress every second; each stats() counts the whole users table (16 GB at 100 million
+    users), so while a run holds the lock the count is reused for a minute. /stats and idle /progress count."""
+    from tokenmigration.aws import context
+    from tokenmigration.engine import reporting
+
+    now = [1000.0]
+    monkeypatch.setattr(reporting.time, "monotonic", lambda: now[0])
+    counted = []
+    real_stats = reporting.stats
+    monkeypatch.setattr(reporting, "stats", lambda engine: counted.append(1) or real_stats(engine))
+    add_users(pg_engine, [1, 2, 3, 4])
+    assert api.invoke("api_start", body={"confirm": True}).status == 202
+
+    assert api.invoke("api_progress").body["stats"]["migrated_users"] == 0
+    assert api.invoke("api_migrate_user", user_id=2).status == 200
+    assert api.invoke("api_progress").body["stats"]["migrated_users"] == 0  # the minute-old count
+    assert api.invoke("api_stats").body["stats"]["migrated_users"] == 1  # /stats always counts
+    now[0] += context.PROGRESS_STATS_MAX_AGE_SECONDS
+    assert api.invoke("api_progress").body["stats"]["migrated_users"] == 1
+    assert len(counted) == 2  # two /progress counts in four polls of the run

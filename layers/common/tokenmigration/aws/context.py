@@ -26,8 +26,13 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from tokenmigration.engine.migrator import Migrator
+    from tokenmigration.engine.reporting import CachedStats
     from tokenmigration.exchange import ExchangeService
     from tokenmigration.redis_client import RedisLike
+
+
+# While a run executes, /progress counts the users table at most this often per container.
+PROGRESS_STATS_MAX_AGE_SECONDS = 60.0
 
 
 @dataclass
@@ -44,6 +49,13 @@ class Services:
         fresh = (lambda: read_database_url(self.aws, force=True)) if self.database_from_secret else None
         return make_engine(self.settings.database_url, pool_size=1, max_overflow=1,
                            tls=database_tls(self.aws, from_secret=self.database_from_secret), fresh_url=fresh)
+
+    @cached_property
+    def running_stats(self) -> CachedStats:
+        """The database's stats for /progress while a run executes (see engine.reporting.CachedStats)."""
+        from tokenmigration.engine.reporting import CachedStats
+
+        return CachedStats(self.engine, PROGRESS_STATS_MAX_AGE_SECONDS)
 
     @cached_property
     def redis(self) -> RedisLike:

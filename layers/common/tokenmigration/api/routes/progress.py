@@ -17,7 +17,9 @@ from tokenmigration.engine.reporting import stats
 PATH = f"{BASE_PATH}/progress"
 
 DESCRIPTION = """\
-`progress` comes from the run ledger (counted exactly once per chunk); `stats` is computed from the database.
+`progress` comes from the run ledger (counted exactly once per chunk); `stats` is computed from the database,
+at most once a minute while a run is in progress (each computation counts the whole users table, which would
+compete with the run when polled every second; `progress` stays live).
 `is_in_progress` is true exactly while a run holds the active-run lock. `can_rollback` is
 `rollback_available` and no run in progress. With no run ever started, `progress` is null.
 """
@@ -54,7 +56,7 @@ def register(app: APIGatewayRestResolver) -> None:
             "success": True,
             "message": message,
             "progress": progress,
-            "stats": stats(svc.engine),
+            "stats": svc.running_stats.get() if active is not None else stats(svc.engine),
             "is_in_progress": active is not None,
             "can_rollback": flags.rollback_available and active is None,
         })
