@@ -114,6 +114,36 @@ def test_finish_run_first_end_wins(ledger: RunLedger, clock):
         ledger.finish_run("m", "DONE")
 
 
+def test_finish_and_release_ends_the_run_and_frees_the_lock_in_one_write(ledger: RunLedger, clock):
+    """A watcher that starts the next run as soon as /progress shows the last one ended must not meet a 409 for
+    it: the run's end and the lock's release are one transaction. Where one part does not apply, the other
+    still happens, as finish_run and release_lock alone would do it."""
+    calls = []
+    real = ledger.client.transact_write_items
+    ledger.client.transact_write_items = lambda **kw: calls.append(kw) or real(**kw)
+
+    ledger.create_run("a", "migration", dry_run=False)
+    ledger.acquire_lock("a", "migration")
+    clock.advance(60)
+    assert ledger.finish_and_release("a", "SUCCEEDED") == (True, True)
+    assert ledger.get_run("a")["status"] == "SUCCEEDED" and ledger.active_run() is None
+    assert [len(c["TransactItems"]) for c in calls[1:]] == [2]  # one write: the end and the release
+
+    assert ledger.finish_and_release("a", "FAILED") == (False, False)  # ended already, lock free: nothing
+    assert ledger.get_run("a")["status"] == "SUCCEEDED"
+
+    ledger.create_run("b", "migration", dry_run=False)
+    ledger.acquire_lock("b", "migration")
+    ledger.create_run("c", "migration", dry_run=False)
+    assert ledger.finish_and_release("c", "FAILED", error="boom") == (True, False)  # b's lock stays b's
+    assert ledger.active_run() == "b" and ledger.get_run("c")["error"] == "boom"
+    ledger.finish_run("b", "ABORTED")
+    assert ledger.finish_and_release("b", "FAILED") == (False, True)  # ended already: the lock still goes
+    assert ledger.active_run() is None and ledger.get_run("b")["status"] == "ABORTED"
+    with pytest.raises(UnknownRun):
+        ledger.finish_and_release("nope", "FAILED")
+
+
 def test_problems_are_stored_as_error_items(ledger: RunLedger):
     ledger.create_run("m", "migration", dry_run=False)
     result = chunk_result(3)

@@ -211,6 +211,35 @@ class RunLedger:
 
     def finish_run(self, run_id: str, status: str, error: str | None = None) -> bool:
         """End a RUNNING run. False (and nothing changes) when it had ended already: the first end wins."""
+        try:
+            self.client.update_item(**self._ending(run_id, status, error))
+        except ClientError as failure:
+            if error_code(failure) != "ConditionalCheckFailedException":
+                raise
+            if self.get_run(run_id) is None:
+                raise UnknownRun(run_id) from None
+            return False
+        return True
+
+    def finish_and_release(self, run_id: str, status: str, error: str | None = None) -> tuple[bool, bool]:
+        """End the run and release the lock it holds in one transaction: nobody sees the run ended while its
+        lock still refuses the next /start (a watcher that starts a run as soon as the last one ends met a 409
+        naming a run /progress showed as finished). When either part does not apply (the run had ended, the lock
+        is not its), each is done on its own, as finish_run and release_lock do. Returns (ended, released)."""
+        try:
+            self.client.transact_write_items(TransactItems=[
+                {"Update": self._ending(run_id, status, error)},
+                {"Delete": {"TableName": self.table_name, "Key": to_item(LOCK_KEY),
+                            "ConditionExpression": "run_id = :run", "ExpressionAttributeValues": {":run": av(run_id)}}},
+            ])
+        except ClientError as failure:
+            if error_code(failure) != "TransactionCanceledException":
+                raise
+            return self.finish_run(run_id, status, error), self.release_lock(run_id)
+        return True, True
+
+    def _ending(self, run_id: str, status: str, error: str | None) -> dict[str, Any]:
+        """The conditional update that ends a RUNNING run."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
         now = self._now()
@@ -219,22 +248,14 @@ class RunLedger:
         if error:
             sets += ", #error = :error"
             values[":error"] = av(error[:_MAX_RUN_ERROR_CHARS])
-        try:
-            self.client.update_item(
-                TableName=self.table_name,
-                Key=key(run_pk(run_id), RUN_SK),
-                UpdateExpression="SET " + sets,
-                ConditionExpression="attribute_exists(pk) AND #status = :running",
-                ExpressionAttributeNames={"#status": "status", **({"#error": "error"} if error else {})},
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as failure:
-            if error_code(failure) != "ConditionalCheckFailedException":
-                raise
-            if self.get_run(run_id) is None:
-                raise UnknownRun(run_id) from None
-            return False
-        return True
+        return {
+            "TableName": self.table_name,
+            "Key": key(run_pk(run_id), RUN_SK),
+            "UpdateExpression": "SET " + sets,
+            "ConditionExpression": "attribute_exists(pk) AND #status = :running",
+            "ExpressionAttributeNames": {"#status": "status", **({"#error": "error"} if error else {})},
+            "ExpressionAttributeValues": values,
+        }
 
     def reopen_run(self, run_id: str) -> bool:
         """A redriven execution goes on with a run recorded as FAILED or ABORTED: RUNNING again.

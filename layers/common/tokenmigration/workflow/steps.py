@@ -258,12 +258,14 @@ def finalize(services: Services, run_id: str, kind: str, dry_run: bool) -> dict[
             services.flags.on_migration_finished(dry_run=dry_run)
         else:
             services.flags.on_rollback_finished(succeeded=True)
-        services.ledger.finish_run(run_id, "SUCCEEDED")
+        if kind == "migration":  # before the end: every chunk is counted, none reads the index again
+            _discard_index(services, run_id)
+        services.ledger.finish_and_release(run_id, "SUCCEEDED")
     else:
         logger.warning("finalize: run %s is %s already; only releasing what it holds", run_id, run["status"])
-    if kind == "migration":
-        _discard_index(services, run_id)
-    services.ledger.release_lock(run_id)
+        if kind == "migration":
+            _discard_index(services, run_id)
+        services.ledger.release_lock(run_id)
     return services.ledger.progress(run_id)
 
 
@@ -296,15 +298,16 @@ def mark_failed(
         return FailureOutcome(run_id, RUNNING, summary, ended_here=False, lock_released=False)
     run = services.ledger.get_run(run_id)
     ended_here = False
-    if run is None:
-        logger.warning("mark_failed: no run %s; releasing its lock only", run_id)
-    elif run["status"] == RUNNING:
+    if run is not None and run["status"] == RUNNING:
         if kind == "migration":
             services.flags.on_migration_finished(dry_run=dry_run)
         else:
             services.flags.on_rollback_finished(succeeded=False)
-        ended_here = services.ledger.finish_run(run_id, status, summary)
-    released = services.ledger.release_lock(run_id)
+        ended_here, released = services.ledger.finish_and_release(run_id, status, summary)
+    else:
+        if run is None:
+            logger.warning("mark_failed: no run %s; releasing its lock only", run_id)
+        released = services.ledger.release_lock(run_id)
     # The session index stays: a redriven execution's chunks need it (it expires after the redrive window).
     after = services.ledger.get_run(run_id) if run is not None else None
     return FailureOutcome(run_id, after["status"] if after else "UNKNOWN", summary, ended_here, released)
