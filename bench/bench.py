@@ -62,6 +62,13 @@ SMALL_PREFIX = 10_000  # below this many users an extrapolated baseline is notic
 # --- options ------------------------------------------------------------------------------------
 
 
+def pg_setting(text_: str) -> str:
+    name, equals, value = text_.partition("=")
+    if not (equals and name.strip() and value.strip()):
+        raise argparse.ArgumentTypeError(f"{text_!r} is not NAME=VALUE (e.g. max_wal_size=16GB)")
+    return text_
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark `tokenmigration migrate` against the per-user baseline on seeded data.",
@@ -93,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="private (default): a throwaway PostgreSQL cluster and redis-server of the bench's "
                              "own, so their CPU-seconds and WAL bytes are the contestants' alone; shared: "
                              "--pg-server and --redis-url, whose figures include every other client's work")
-    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE",
+    parser.add_argument("--pg-setting", action="append", default=[], metavar="NAME=VALUE", type=pg_setting,
                         help="private PostgreSQL: start it with this setting too (repeatable), e.g. "
                              "wal_compression=lz4 or max_wal_size=8GB, to see what a server setting changes")
     parser.add_argument("--users-fillfactor", type=int, choices=range(10, 101), metavar="10..100", default=100,

@@ -234,10 +234,11 @@ class PrivateServers:
              "-c", "autovacuum=off", *(arg for setting in self.pg_settings for arg in ("-c", setting))],
             stdout=subprocess.DEVNULL, stderr=(self.workdir / "pg.log").open("wb"),
         )
+        log = self.workdir / "pg.log"
         if os.geteuid() == 0:
             # runuser forks the server as its child: measure the server itself.
-            self.pg = _Child(self.pg, _wait_for_child(self.pg.pid))
-        _wait_for_postgres(bindir, self.pg_port, self.workdir / "pg.log")
+            self.pg = _Child(self.pg, _wait_for_child(self.pg, log))
+        _wait_for_postgres(bindir, self.pg_port, self.pg, log)
 
     def _start_redis(self) -> None:
         self.redis = subprocess.Popen(
@@ -280,25 +281,34 @@ class _Child:
         return self._wrapper.wait(timeout=timeout)
 
 
-def _wait_for_child(pid: int, timeout: float = 10.0) -> int:
+def _did_not_start(what: str, log: Path) -> SystemExit:
+    """The server's own last words: its log goes with the bench's work directory when the bench exits."""
+    try:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    except OSError:
+        tail = []
+    return SystemExit(f"bench: the private {what} did not start" + (": " + " / ".join(tail) if tail else ""))
+
+
+def _wait_for_child(wrapper: subprocess.Popen, log: Path, timeout: float = 10.0) -> int:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = _children(pid)
+    while time.monotonic() < deadline and wrapper.poll() is None:
+        children = _children(wrapper.pid)
         if children:
             return children[0]
         time.sleep(0.01)
-    raise SystemExit("bench: the private PostgreSQL server did not start")
+    raise _did_not_start("PostgreSQL server", log)
 
 
-def _wait_for_postgres(bindir: Path, port: int, log: Path, timeout: float = 60.0) -> None:
+def _wait_for_postgres(bindir: Path, port: int, server, log: Path, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and server.poll() is None:
         ready = subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(port)],
                                check=False)
         if ready.returncode == 0:
             return
         time.sleep(0.1)
-    raise SystemExit(f"bench: private postgres did not start on port {port}; see {log}")
+    raise _did_not_start(f"PostgreSQL server (port {port})", log)
 
 
 def _wait_for_port(port: int, what: str, log: Path, timeout: float = 30.0) -> None:
