@@ -319,4 +319,4 @@ def _wait_for_port(port: int, what: str, log: Path, timeout: float = 30.0) -> No
                 return
         except OSError:
             time.sleep(0.05)
-    raise SystemExit(f"bench: private {what} did not start on port {port}; see {log}")
+    raise _did_not_start(f"{what} (port {port})", log)
