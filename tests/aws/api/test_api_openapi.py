@@ -26,7 +26,7 @@ API_MD = {
     ("post", "/auth/migration/user/{userId}"): True,
     ("post", "/auth/migration/user/{userId}/rollback"): True,
     ("post", "/auth/migration/exchange"): False,
-    # Beside api.md: the Laravel app's server calls it, signed (notes/BRIDGE-CONTRACT.md).
+    # Beside api.md: the Laravel app's server calls it, signed (docs/api.md, "Server route").
     ("post", "/auth/migration/bridge"): True,
 }
 FUNCTION_ROUTES = {

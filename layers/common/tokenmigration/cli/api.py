@@ -118,7 +118,7 @@ class ApiClient:
 
 
     def bridge(self, session_cookie: str, client_ip: str | None = None) -> Response:
-        """POST /bridge as the Laravel app's server calls it (BRIDGE-CONTRACT.md): signed, JSON body."""
+        """POST /bridge as the Laravel app's server calls it (docs/api.md, "Server route"): signed, JSON body."""
         body: dict[str, Any] = {"session_cookie": session_cookie}
         if client_ip is not None:
             body["client_ip"] = client_ip

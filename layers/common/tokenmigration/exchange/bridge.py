@@ -4,7 +4,7 @@ Laravel session carries that browser's Express login.
 The caller is trusted (IAM-signed, the app's own role); the browser is not. So the body names the browser's
 ``connect.sid`` cookie value exactly as the browser sent it and, optionally, the browser's IP address as the
 app sees it, which is what the failure throttle counts by (never the caller's address: every request of a
-given app comes from the same few servers). The contract is ``notes/BRIDGE-CONTRACT.md``:
+given app comes from the same few servers). The contract is docs/api.md, "Server route: POST /bridge":
 
 - ``{"session_cookie": "<value>", "client_ip"?: "<ip>"}`` as JSON; anything else is ``InvalidRequest``.
 - Unknown fields are ignored, so the package can send more than this version reads.

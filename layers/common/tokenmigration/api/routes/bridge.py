@@ -1,5 +1,5 @@
 """POST /auth/migration/bridge: the Laravel app's server asks which Laravel session carries a browser's Express
-login (IAM; the contract is BRIDGE-CONTRACT.md, the package is integrations/laravel/).
+login (IAM; the contract is docs/api.md's "Server route", the package is integrations/laravel/).
 
 The protocol lives in ``tokenmigration.exchange`` (``ExchangeService.bridge``); this route checks the flags,
 parses the body and shapes the answer. Nothing about the request is logged: it carries a credential.
