@@ -177,3 +177,45 @@ def test_cleanup_keeps_unused_tokens_unless_retention_says_so(settings, db_engin
     assert cleanup(db_engine, settings)["details"]["expired_tokens"] == 0
     strict = settings.replace(migration_token_unused_retention_days=30)
     assert cleanup(db_engine, strict)["details"]["expired_tokens"] == 1  # user 2's token is in use: kept
+
+
+def test_cleanup_walks_the_ledger_a_page_at_a_time_and_goes_on_where_it_stopped(settings, db_engine, redis_client):
+    """At 100 million users one transaction over the ledger would outlast any Lambda and never commit: each page
+    of users commits on its own, a deadline stops the walk after the page that passes it, and the next call goes
+    on from ``resume_after_user_id``. The pages add up to exactly what one walk removes."""
+    from tokenmigration.engine.migrator import Migrator
+
+    add_users(db_engine, range(1, 8))
+    for uid in range(1, 8):
+        put_session(redis_client, f"s{uid}", express(uid))
+    migrate_all(Migrator(settings, db_engine, redis_client), chunk_size=10)
+    with db_engine.begin() as conn:  # every migrated session went stale; users 9-99 were never ledgered
+        conn.execute(update(sessions).values(last_activity=1))
+        conn.execute(insert(ledger_failures).values(user_id=100, run_id="r", code="user_locked", message="m",
+                                                    failed_at=utcnow()))  # user 100 does not exist: settled
+
+    whole = cleanup(db_engine, settings, dry_run=True)
+    assert whole["complete"] is True and whole["resume_after_user_id"] is None
+    assert whole["details"] == {"expired_tokens": 0, "stale_sessions": 7, "ledger_rows": 7, "settled_failures": 1,
+                                "old_rollback_records": 0}
+
+    calls, after, ticks = [], None, iter(range(1000))
+    while True:  # a clock past the deadline at every look: one page per call, of 3 user ids
+        report = cleanup(db_engine, settings, after_user_id=after, deadline=0, clock=lambda: next(ticks),
+                         page_users=3)
+        calls.append(report)
+        if len(calls) == 1:  # the first page is committed already, the rest untouched
+            with db_engine.connect() as conn:
+                left = sorted(conn.execute(select(sessions.c.user_id)).scalars())
+            assert left == [4, 5, 6, 7] and report["resume_after_user_id"] == 3
+        if report["complete"]:
+            break
+        after = report["resume_after_user_id"]
+    # pages [1-3] [4-6] [7-9]; then the walk jumps to user 100, the next ledgered id, and ends there
+    assert [c["resume_after_user_id"] for c in calls] == [3, 6, 9, None]
+    assert [c["complete"] for c in calls] == [False, False, False, True]
+    assert {key: sum(c["details"][key] for c in calls) for key in whole["details"]} == whole["details"]
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_sessions)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one() == 0
+    assert cleanup(db_engine, settings)["cleaned_items"] == 0

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import botocore.auth
 import pytest
 from botocore.credentials import Credentials as BotoCredentials
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from helpers import add_users, express, put_session
 from tokenmigration.cli.api import ApiClient, cmd_api
@@ -252,6 +252,30 @@ def test_a_full_migration_through_the_signed_client_then_rollback(server, client
                                       "rollback_available": False}
     with pg_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == len(holders)  # the app's own
+
+
+def test_api_cleanup_calls_again_until_the_walk_is_complete(server, pg_engine, monkeypatch):
+    """Each /cleanup call stops at API Gateway's time limit; `tokenmigration api cleanup` goes on with
+    after_user_id until the answer says complete, and reports the sum."""
+    import tokenmigration.api.routes.cleanup as route
+    import tokenmigration.engine.cleanup as cleanup_module
+
+    add_users(pg_engine, [1, 2, 3, 4, 5])
+    with pg_engine.begin() as conn:  # five ledger rows whose tokens the app has deleted since
+        conn.execute(insert(ledger_tokens), [{"user_id": uid, "token_id": 1000 + uid, "run_id": "r",
+                                              "created_at": datetime(2026, 1, 1)} for uid in range(1, 6)])
+    monkeypatch.setattr(route, "TIME_BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(cleanup_module, "PAGE_USERS", 2)
+
+    code, text = run_cli(server, "cleanup", "--dry-run", "--json")
+    assert code == 0, text
+    dry = json.loads(text)
+    assert (dry["dry_run"], dry["complete"], dry["cleaned_items"], dry["details"]["ledger_rows"]) == (True, True, 5, 5)
+    assert "in 3 calls" in dry["message"]
+    code, text = run_cli(server, "cleanup")
+    assert code == 0 and "5" in text, text
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0
 
 
 def test_eight_simultaneous_starts_give_one_202(server, pg_engine, redis_client):

@@ -2,7 +2,9 @@
 
 Input: the schedule's Input, ``{"dry_run": false, "scheduled_time": "<aws.scheduler.scheduled-time>",
 "execution_id": "<aws.scheduler.execution-id>"}`` (the last two only for the logs).
-Output: ``{"dry_run", "cleaned_items", "details"}``.
+Output: ``{"dry_run", "cleaned_items", "details", "complete", "resume_after_user_id", "started_after_user_id"}``:
+a walk of the ledger that does not fit in one invocation stops a minute before the time limit, and the next
+scheduled invocation goes on from ``resume_after_user_id`` (kept in the run ledger's table).
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     logger.append_keys(scheduled_time=fields.optional_text(event, "scheduled_time"),
                        schedule_execution_id=fields.optional_text(event, "execution_id"))
 
-    report = steps.scheduled_cleanup(services(), dry_run=dry_run)
+    report = steps.scheduled_cleanup(services(), dry_run=dry_run,
+                                     remaining_seconds=context.get_remaining_time_in_millis() / 1000)
 
     if not dry_run:
         metrics.add_metric(name="ItemsCleaned", unit=MetricUnit.Count, value=report["cleaned_items"])
-    logger.info("cleanup done", extra=report)
+    logger.info("cleanup done" if report["complete"] else "cleanup stopped at its time limit; the next "
+                "scheduled invocation goes on", extra=report)
     return report

@@ -98,14 +98,41 @@ def test_cleanup_without_a_body_is_a_real_cleanup(api, stack, pg_engine):
     assert dry.status == 200
     assert dry.body["dry_run"] is True and dry.body["cleaned_items"] == 1
     assert dry.body["details"]["ledger_rows"] == 1
-    assert set(dry.body) == {"success", "message", "dry_run", "cleaned_items", "details"}
+    assert set(dry.body) == {"success", "message", "dry_run", "cleaned_items", "details", "complete",
+                             "resume_after_user_id"}
+    assert (dry.body["complete"], dry.body["resume_after_user_id"]) == (True, None)
 
     real = api.invoke("api_cleanup", body=None, drop_headers=("Content-Type",))
     assert real.status == 200 and real.body["dry_run"] is False and real.body["cleaned_items"] == 1
     assert api.invoke("api_cleanup", body={}).body["cleaned_items"] == 0
 
 
-@pytest.mark.parametrize("body", [{"dry_run": "true"}, {"dry_run": 1}, {"dryrun": True}, "[true]", "{", "7"])
+def test_a_cleanup_that_reaches_its_time_limit_says_where_to_go_on(api, stack, pg_engine, monkeypatch):
+    """API Gateway gives up after 29 s: a walk too long for one call stops after a page and names the user id
+    the next call continues after; every page is committed when the answer comes."""
+    import tokenmigration.api.routes.cleanup as route
+    import tokenmigration.engine.cleanup as cleanup_module
+
+    add_users(pg_engine, [1, 2, 3])
+    token_ids = [api.invoke("api_migrate_user", user_id=uid).body["data"]["token_id"] for uid in (1, 2, 3)]
+    with pg_engine.begin() as conn:
+        conn.execute(delete(tokens).where(tokens.c.id.in_(token_ids)))
+    monkeypatch.setattr(route, "TIME_BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(cleanup_module, "PAGE_USERS", 2)
+
+    first = api.invoke("api_cleanup", body={})
+    assert first.status == 200, first.body
+    assert (first.body["complete"], first.body["resume_after_user_id"], first.body["cleaned_items"]) == (False, 2, 2)
+    assert "call again with after_user_id 2 to continue" in first.body["message"]
+    second = api.invoke("api_cleanup", body={"after_user_id": 2})
+    assert (second.body["complete"], second.body["resume_after_user_id"], second.body["cleaned_items"]) == (
+        True, None, 1)
+    assert api.invoke("api_cleanup", body={"after_user_id": 0}).body["cleaned_items"] == 0
+
+
+@pytest.mark.parametrize("body", [{"dry_run": "true"}, {"dry_run": 1}, {"dryrun": True}, "[true]", "{", "7",
+                                  {"after_user_id": -1}, {"after_user_id": "2"}, {"after_user_id": 2.5},
+                                  {"after_user_id": 2**63}])
 def test_cleanup_with_a_bad_body_is_400(api, stack, body):
     result = api.invoke("api_cleanup", body=body)
     assert result.status == 400 and result.body["success"] is False and result.body["errors"]

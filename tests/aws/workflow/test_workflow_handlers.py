@@ -206,6 +206,44 @@ def test_mark_failed_never_steals_another_runs_lock(aws_stack, pg_engine, redis_
 def test_scheduled_cleanup_on_its_sample_event(aws_stack, pg_engine, redis_client):
     result = aws_stack.invoke("scheduled_cleanup", load_event("scheduled_cleanup"))
     assert result["dry_run"] is False and result["cleaned_items"] == sum(result["details"].values()) == 0
+    assert (result["complete"], result["resume_after_user_id"], result["started_after_user_id"]) == (True, None, None)
+
+
+def test_scheduled_cleanup_goes_on_where_the_last_invocation_stopped(aws_stack, pg_engine, redis_client,
+                                                                     monkeypatch):
+    """A walk that outlasts one invocation (100 million users) stops a minute before the time limit, keeps its
+    place in the run ledger's table, and the next scheduled invocation goes on from there."""
+    from sqlalchemy import func, select
+
+    import tokenmigration.engine.cleanup as cleanup_module
+    import tokenmigration.workflow.steps as steps_module
+    from tokenmigration.aws.cleanup_place import CleanupPlace
+    from tokenmigration.db.schema import ledger_tokens, tokens
+
+    add_users(pg_engine, [1, 2, 3, 4, 5])
+    for uid in (1, 2, 3, 4, 5):
+        services().migrator.migrate_user(uid, "run-1")
+    with pg_engine.begin() as conn:  # the app deleted every token: five orphan ledger rows
+        conn.execute(tokens.delete())
+    monkeypatch.setattr(cleanup_module, "PAGE_USERS", 2)
+    # FakeLambdaContext has 300 s left: with all of them kept in reserve, each invocation does one page
+    monkeypatch.setattr(steps_module, "CLEANUP_SAFETY_SECONDS", 300.0)
+    place = CleanupPlace(aws_stack.ledger.client, aws_stack.ledger.table_name)
+
+    dry = aws_stack.invoke("scheduled_cleanup", {**load_event("scheduled_cleanup"), "dry_run": True})
+    assert (dry["complete"], dry["resume_after_user_id"], place.get()) == (False, 2, None)  # a dry run keeps no place
+
+    reports = []
+    while not reports or not reports[-1]["complete"]:
+        reports.append(aws_stack.invoke("scheduled_cleanup", load_event("scheduled_cleanup")))
+        if not reports[-1]["complete"]:
+            assert place.get() == reports[-1]["resume_after_user_id"]
+    assert [(r["started_after_user_id"], r["resume_after_user_id"]) for r in reports] == [
+        (None, 2), (2, 4), (4, None)]
+    assert [r["details"]["ledger_rows"] for r in reports] == [2, 2, 1]
+    assert place.get() is None  # the walk is complete: the next one starts from the first user
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0
 
 
 @pytest.mark.parametrize(("function", "change"), [

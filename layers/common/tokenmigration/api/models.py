@@ -90,6 +90,9 @@ class StartRequest(ConfirmRequest):
 
 class CleanupRequest(_StrictBody):
     dry_run: bool = Field(False, description="Count what cleanup would remove, and remove nothing.")
+    after_user_id: Annotated[int, at.Ge(0), at.Le(MAX_USER_ID)] | None = Field(
+        None, description="Continue a cleanup that stopped at its time limit: the `resume_after_user_id` of the "
+                          "previous answer. Absent: start with the first user.")
 
 
 # --- responses ----------------------------------------------------------------------------------------
@@ -196,6 +199,9 @@ class CleanupResponse(BaseModel):
     dry_run: bool
     cleaned_items: int
     details: dict[str, int]
+    complete: bool = Field(description="Every ledgered user was cleaned. False when the call stopped at its time "
+                                       "limit: call again with `after_user_id` set to `resume_after_user_id`.")
+    resume_after_user_id: int | None = Field(description="Where the next call continues; null when complete.")
 
 
 class RunError(BaseModel):

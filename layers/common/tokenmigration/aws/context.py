@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from tokenmigration.aws.cleanup_place import CleanupPlace
 from tokenmigration.aws.flags import FeatureFlags
 from tokenmigration.aws.runs import RunLedger
 from tokenmigration.aws.secrets import database_tls, read_database_url, resolve_settings
@@ -81,6 +82,11 @@ class Services:
     def ledger(self) -> RunLedger:
         self.aws.require("table_name")
         return RunLedger.from_settings(self.aws, client=self.dynamodb)
+
+    @cached_property
+    def cleanup_place(self) -> CleanupPlace:
+        self.aws.require("table_name")
+        return CleanupPlace(self.dynamodb, self.aws.table_name)  # type: ignore[arg-type]
 
     @cached_property
     def flags(self) -> FeatureFlags:

@@ -6,6 +6,7 @@ from typing import Any
 
 LOCK_KEY = {"pk": "LOCK", "sk": "ACTIVE"}
 LATEST_KEY = {"pk": "LATEST", "sk": "RUN"}
+CLEANUP_PLACE_KEY = {"pk": "CLEANUP", "sk": "PLACE"}
 RUN_SK = "RUN"
 ERROR_PREFIX = "ERR#"
 PLAN_ERROR_PREFIX = "ERR#PLAN#"

@@ -2,7 +2,7 @@
 
 One table, string keys ``pk`` (HASH) / ``sk`` (RANGE), on-demand, TTL on ``expires_at`` (epoch seconds).
 Items (see ``runs.py``): ``LOCK/ACTIVE``, ``LATEST/RUN``, ``RUN#<id>/RUN``, ``RUN#<id>/CHUNK#<n>``,
-``RUN#<id>/ERR#<n>#<seq>`` and ``RUN#<id>/ERR#PLAN#<seq>``.
+``RUN#<id>/ERR#<n>#<seq>``, ``RUN#<id>/ERR#PLAN#<seq>`` and ``CLEANUP/PLACE`` (cleanup_place.py).
 """
 
 from __future__ import annotations

@@ -360,7 +360,7 @@ def _run(args, client: ApiClient, out: TextIO) -> int:
         _emit(response, as_json, out, stats_table(response.document))
         return EXIT_OK
     if verb == "cleanup":
-        return _simple(client.request("POST", "/cleanup", {"dry_run": bool(args.dry_run)}), as_json, out)
+        return _simple(_cleanup(client, bool(args.dry_run)), as_json, out)
     if verb == "errors":
         response = client.request("GET", "/errors", query={"migration_id": args.run_id, "limit": args.limit,
                                                            "cursor": args.cursor})
@@ -404,6 +404,33 @@ def _simple(response: Response, as_json: bool, out: TextIO) -> int:
         return _refused(response, as_json, out)
     _emit(response, as_json, out, _summary(response))
     return EXIT_OK
+
+
+def _cleanup(client: ApiClient, dry_run: bool) -> Response:
+    """POST /cleanup until the walk is complete (each call stops at API Gateway's time limit and says where to go
+    on); one answer that adds up every call's counts, or the first refusal."""
+    body: dict[str, Any] = {"dry_run": dry_run}
+    calls: list[dict[str, Any]] = []
+    while True:
+        response = client.request("POST", "/cleanup", body)
+        if not response.ok or not isinstance(response.document, dict):
+            return response
+        calls.append(response.document)
+        resume = response.document.get("resume_after_user_id")
+        if response.document.get("complete", True) or resume is None:
+            break
+        body = {"dry_run": dry_run, "after_user_id": resume}
+    if len(calls) == 1:
+        return response
+    details: dict[str, int] = {}
+    for doc in calls:
+        for key, value in (doc.get("details") or {}).items():
+            details[key] = details.get(key, 0) + int(value)
+    total = sum(int(doc.get("cleaned_items") or 0) for doc in calls)
+    verb = "would remove" if dry_run else "removed"
+    document = {**response.document, "cleaned_items": total, "details": details,
+                "message": f"{'Dry run: cleanup' if dry_run else 'Cleanup'} {verb} {total} items in {len(calls)} calls"}
+    return Response(response.status, document, json.dumps(document))
 
 
 def _watched(client: ApiClient, run_id: str | None, args, out: TextIO, started: Response | None = None) -> int:

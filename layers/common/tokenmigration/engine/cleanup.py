@@ -5,14 +5,22 @@ never touched. Migration tokens are pruned with ``sanctum:prune-expired``
 semantics; a token that is in use, or still deliverable through the exchange,
 is revoked only when MIGRATION_TOKEN_UNUSED_RETENTION_DAYS says so, and then only
 if it was never used.
+
+The ledger is walked in pages of user ids, one transaction per page: at 100 million users a single
+transaction over the whole ledger would run for hours, hold the row locks of every session it deletes
+from the app's live table meanwhile, and never finish inside a Lambda's time limit (so never commit). With a
+``deadline`` the walk stops after the page that passes it and says where to resume.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
 
 from tokenmigration.config import Settings
 from tokenmigration.db.schema import (
@@ -27,15 +35,71 @@ from tokenmigration.db.schema import (
 from tokenmigration.engine.clock import utcnow
 from tokenmigration.engine.session_store import RedisSessionStore
 
+# User ids per page: about 20,000 ledgered sessions when every user is migrated, a fraction of a second of
+# index lookups per statement, so a deadline is overrun by little and row locks are held briefly.
+PAGE_USERS = 10_000
+# Ledger rows read per query by the redis-driver cleanup: a page's session ids, a bounded list at a time.
+LEDGER_PAGE = 5000
+MAX_USER_ID = 2**63 - 1  # a page's end must still be a bigint
+DETAIL_KEYS = ("expired_tokens", "stale_sessions", "ledger_rows", "settled_failures", "old_rollback_records")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What makes a ledgered row prunable, fixed once per call so every page applies the same instant."""
+
+    now: datetime
+    expired: list
+    stale_before: int
+
 
 def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expires_at: bool = True,
-            session_store: RedisSessionStore | None = None) -> dict[str, Any]:
-    """With ``session_store`` (Laravel's redis session driver), sessions expire in Redis by themselves; the
-    ledger rows of keys that are gone are removed."""
+            session_store: RedisSessionStore | None = None, *, after_user_id: int | None = None,
+            deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
+            page_users: int | None = None) -> dict[str, Any]:
+    """Clean the ledger's users after ``after_user_id`` (all of them when None), a page at a time, until done or
+    until ``clock()`` passes ``deadline``. ``complete`` says whether the walk reached the end; if not,
+    ``resume_after_user_id`` is where the next call starts. With ``session_store`` (Laravel's redis session
+    driver), sessions expire in Redis by themselves; the ledger rows of keys that are gone are removed.
+
+    A dry run does every page's work and rolls it back, so its counts are exactly what a real run removes."""
+    rules = _rules(settings, has_expires_at)
+    details = dict.fromkeys(DETAIL_KEYS, 0)
+    if after_user_id is None:  # once per walk, at its start: these rows belong to no user
+        with engine.connect() as conn, conn.begin() as transaction:
+            # Rollback runs' chunk records matter while the run can be retried or redriven (14 days).
+            details["old_rollback_records"] = conn.execute(
+                delete(ledger_rollbacks).where(ledger_rollbacks.c.created_at < rules.now - timedelta(days=30))
+            ).rowcount
+            if dry_run:
+                transaction.rollback()
+    cursor = after_user_id
+    while True:
+        with engine.connect() as conn:
+            lo = _next_user(conn, cursor)
+        if lo is None:
+            return _report(dry_run, details, None)
+        hi = min(lo + (page_users or PAGE_USERS) - 1, MAX_USER_ID)
+        with engine.connect() as conn, conn.begin() as transaction:
+            for key, count in _clean_page(conn, lo, hi, rules, session_store).items():
+                details[key] += count
+            if dry_run:
+                transaction.rollback()
+        cursor = hi
+        if deadline is not None and clock() >= deadline:
+            with engine.connect() as conn:
+                more = _next_user(conn, cursor) is not None
+            return _report(dry_run, details, cursor if more else None)
+
+
+def _report(dry_run: bool, details: dict[str, int], resume_after: int | None) -> dict[str, Any]:
+    return {"dry_run": dry_run, "cleaned_items": sum(details.values()), "details": details,
+            "complete": resume_after is None, "resume_after_user_id": resume_after}
+
+
+def _rules(settings: Settings, has_expires_at: bool) -> _Rules:
     now = utcnow()
     hours = timedelta(hours=settings.cleanup_prune_hours)
-    ours = tokens.c.id.in_(select(ledger_tokens.c.token_id))
-
     expired = []
     if has_expires_at:
         expired.append(and_(tokens.c.expires_at.is_not(None), tokens.c.expires_at < now - hours))
@@ -47,51 +111,63 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
             tokens.c.created_at < now - timedelta(days=settings.migration_token_unused_retention_days),
         ))
     stale_before = int(now.replace(tzinfo=UTC).timestamp()) - settings.laravel_session_lifetime * 60
-    our_sessions = sessions.c.id.in_(select(ledger_sessions.c.session_id))
-    stale_sessions = and_(our_sessions, sessions.c.last_activity < stale_before)
+    return _Rules(now, expired, stale_before)
+
+
+def _next_user(conn: Connection, after: int | None) -> int | None:
+    """The smallest ledgered user id after ``after``: one seek of each ledger's key, which leads with it, so
+    a walk jumps over id ranges nobody was migrated in."""
+    found = []
+    for table in (ledger_tokens, ledger_sessions, ledger_failures):
+        query = select(func.min(table.c.user_id))
+        if after is not None:
+            query = query.where(table.c.user_id > after)
+        value = conn.execute(query).scalar()
+        if value is not None:
+            found.append(int(value))
+    return min(found, default=None)
+
+
+def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
+                session_store: RedisSessionStore | None) -> dict[str, int]:
+    in_page = {t: t.c.user_id.between(lo, hi) for t in (ledger_tokens, ledger_sessions, ledger_failures)}
+    ours = tokens.c.id.in_(select(ledger_tokens.c.token_id).where(in_page[ledger_tokens]))
     # Ledger rows whose row is gone (Laravel's own GC, a logout, a regenerated id) undo nothing.
     orphan_tokens = ~exists().where(tokens.c.id == ledger_tokens.c.token_id)
     orphan_sessions = ~exists().where(sessions.c.id == ledger_sessions.c.session_id)
     # A recorded failure of a user who has been migrated since (or was deleted) is history.
     settled = ~exists().where(users.c.id == ledger_failures.c.user_id, users.c.migrated_to_sanctum_at.is_(None))
 
-    # A dry run does the same work and rolls it back, so its counts are exactly what a real run removes.
-    details: dict[str, int] = {"expired_tokens": 0}
-    with engine.connect() as conn, conn.begin() as transaction:
-        if expired:
-            doomed = select(tokens.c.id).where(ours, or_(*expired)).scalar_subquery()
-            conn.execute(update(users).where(users.c.migration_token_id.in_(doomed)).values(migration_token_id=None))
-            # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
-            details["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*expired))).rowcount
-        if session_store is None:
-            details["stale_sessions"] = conn.execute(delete(sessions).where(stale_sessions)).rowcount
-            gone_sessions = conn.execute(delete(ledger_sessions).where(orphan_sessions)).rowcount
-        else:
-            details["stale_sessions"] = 0
-            gone_sessions = _drop_gone_keys(conn, session_store)
-        details["ledger_rows"] = conn.execute(delete(ledger_tokens).where(orphan_tokens)).rowcount + gone_sessions
-        details["settled_failures"] = conn.execute(delete(ledger_failures).where(settled)).rowcount
-        # Rollback runs' chunk records matter while the run can be retried or redriven (14 days).
-        details["old_rollback_records"] = conn.execute(
-            delete(ledger_rollbacks).where(ledger_rollbacks.c.created_at < now - timedelta(days=30))
-        ).rowcount
-        if dry_run:
-            transaction.rollback()
-    return {"dry_run": dry_run, "cleaned_items": sum(details.values()), "details": details}
+    done = {"expired_tokens": 0}
+    if rules.expired:
+        doomed = select(tokens.c.id).where(ours, or_(*rules.expired)).scalar_subquery()
+        conn.execute(update(users).where(users.c.id.between(lo, hi), users.c.migration_token_id.in_(doomed))
+                     .values(migration_token_id=None))
+        # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
+        done["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*rules.expired))).rowcount
+    if session_store is None:
+        our_sessions = sessions.c.id.in_(select(ledger_sessions.c.session_id).where(in_page[ledger_sessions]))
+        done["stale_sessions"] = conn.execute(
+            delete(sessions).where(our_sessions, sessions.c.last_activity < rules.stale_before)).rowcount
+        gone_sessions = conn.execute(
+            delete(ledger_sessions).where(in_page[ledger_sessions], orphan_sessions)).rowcount
+    else:
+        done["stale_sessions"] = 0
+        gone_sessions = _drop_gone_keys(conn, session_store, lo, hi)
+    done["ledger_rows"] = conn.execute(
+        delete(ledger_tokens).where(in_page[ledger_tokens], orphan_tokens)).rowcount + gone_sessions
+    done["settled_failures"] = conn.execute(delete(ledger_failures).where(in_page[ledger_failures], settled)).rowcount
+    return done
 
 
-# Ledger rows read per page by the redis-driver cleanup: at 100 million users the ledger holds hundreds of
-# millions of session ids, more than a Lambda's memory.
-LEDGER_PAGE = 5000
-
-
-def _drop_gone_keys(conn: Connection, session_store: RedisSessionStore) -> int:
-    """Remove the ledger rows of Laravel session keys that are gone (expired, or a logout), a page of the
-    ledger at a time in key order, so memory does not grow with the ledger."""
+def _drop_gone_keys(conn: Connection, session_store: RedisSessionStore, lo: int, hi: int) -> int:
+    """Remove the ledger rows of Laravel session keys that are gone (expired, or a logout), for the users
+    ``lo``..``hi``, LEDGER_PAGE rows at a time in key order, so memory stays bounded."""
     user_id, session_id = ledger_sessions.c.user_id, ledger_sessions.c.session_id
     removed, after = 0, None
     while True:
-        page = select(user_id, session_id).order_by(user_id, session_id).limit(LEDGER_PAGE)
+        page = select(user_id, session_id).where(user_id.between(lo, hi)).order_by(user_id, session_id) \
+            .limit(LEDGER_PAGE)
         if after is not None:  # written out rather than a row comparison: every database walks the key with it
             page = page.where(or_(user_id > after[0], and_(user_id == after[0], session_id > after[1])))
         rows = conn.execute(page).all()

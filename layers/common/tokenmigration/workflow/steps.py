@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from tokenmigration.aws.chunk_list import chunks_key, read_chunks, write_chunks
 from tokenmigration.aws.context import Services
+from tokenmigration.aws.dynamo import iso, utcnow
 from tokenmigration.aws.errors import UnknownRun
 from tokenmigration.aws.runs import KINDS, RUNNING, RunKind
 from tokenmigration.engine.results import Chunk, ChunkResult, RollbackResult
@@ -374,11 +375,25 @@ def _discard_index(services: Services, run_id: str) -> None:
 # --- scheduled ----------------------------------------------------------------------------------------------
 
 
-def scheduled_cleanup(services: Services, dry_run: bool = False) -> dict[str, Any]:
-    """Prune what this tool created and nobody can use any more (engine.cleanup)."""
+# Left of the Lambda's time when the walk stops: the page under way, saving the place, the report.
+CLEANUP_SAFETY_SECONDS = 60.0
+
+
+def scheduled_cleanup(services: Services, dry_run: bool = False,
+                      remaining_seconds: float | None = None) -> dict[str, Any]:
+    """Prune what this tool created and nobody can use any more (engine.cleanup), going on from where the
+    previous invocation stopped and stopping in time to say where this one did. A dry run starts from the
+    first user and leaves the place alone."""
     from tokenmigration.engine.cleanup import cleanup
 
+    place = services.cleanup_place
+    after = None if dry_run else place.get()
+    deadline = None if remaining_seconds is None else \
+        time.monotonic() + max(0.0, remaining_seconds - CLEANUP_SAFETY_SECONDS)
     with transient_errors():
-        return cleanup(services.engine, services.settings, dry_run=dry_run,
-                       has_expires_at=services.migrator.has_expires_at,
-                       session_store=services.migrator.session_store)
+        report = cleanup(services.engine, services.settings, dry_run=dry_run,
+                         has_expires_at=services.migrator.has_expires_at,
+                         session_store=services.migrator.session_store, after_user_id=after, deadline=deadline)
+    if not dry_run:
+        place.save(report["resume_after_user_id"], at=iso(utcnow()))
+    return {**report, "started_after_user_id": after}
