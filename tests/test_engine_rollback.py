@@ -123,7 +123,7 @@ def test_whole_rollback_covers_single_user_migrations(migrator, db_engine, redis
 
 def test_stats_come_from_the_database(migrator, db_engine):
     assert stats(db_engine) == {"total_users": 0, "migrated_users": 0, "failed_migrations": 0,
-                                "migration_percentage": 0.0, "last_migration_at": None}
+                                "migration_percentage": 0.0, "last_migration_at": None, "exact": True}
     add_users(db_engine, [1, 2, 3])
     migrator.migrate_user(1, "single")
     with db_engine.begin() as conn:
@@ -219,3 +219,65 @@ def test_cleanup_walks_the_ledger_a_page_at_a_time_and_goes_on_where_it_stopped(
         assert conn.execute(select(func.count()).select_from(ledger_sessions)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one() == 0
     assert cleanup(db_engine, settings)["cleaned_items"] == 0
+
+
+def _migrated_users(db_engine, ids):
+    with db_engine.begin() as conn:
+        conn.execute(update(users).where(users.c.id.in_(ids)).values(migrated_to_sanctum_at=utcnow()))
+
+
+def _analyze(db_engine):
+    with db_engine.begin() as conn:
+        conn.execute(text("ANALYZE users" if db_engine.dialect.name == "postgresql" else "ANALYZE TABLE users"))
+
+
+def test_bounded_stats_count_a_small_users_table_exactly(db_engine):
+    add_users(db_engine, [1, 2, 3, 4])
+    _migrated_users(db_engine, [1, 2, 3])
+    bounded, counted = stats(db_engine, bounded=True), stats(db_engine)
+    assert bounded == counted and bounded["exact"] is True
+    assert (bounded["total_users"], bounded["migrated_users"], bounded["migration_percentage"]) == (4, 3, 75.0)
+
+
+def test_bounded_stats_of_a_table_too_big_to_count_are_the_planners_estimates(server_engine, monkeypatch):
+    """At 100 million users a count outlasts API Gateway's 29 s: above EXACT_COUNT_MAX_USERS (by the planner's
+    estimate) /stats answers the estimates, marked, without scanning; the CLI still counts."""
+    import tokenmigration.engine.reporting as reporting
+
+    add_users(server_engine, range(1, 41))
+    _migrated_users(server_engine, range(1, 31))
+    _analyze(server_engine)
+    monkeypatch.setattr(reporting, "EXACT_COUNT_MAX_USERS", 10)
+
+    estimated = stats(server_engine, bounded=True)
+    assert estimated["exact"] is False and estimated["total_users"] == 40 and estimated["last_migration_at"] is None
+    if server_engine.dialect.name == "postgresql":  # the share of non-null values ANALYZE recorded
+        assert (estimated["migrated_users"], estimated["migration_percentage"]) == (30, 75.0)
+    else:  # MariaDB keeps no such statistic by default
+        assert (estimated["migrated_users"], estimated["migration_percentage"]) == (None, None)
+    assert stats(server_engine)["exact"] is True
+
+
+def test_bounded_stats_give_up_on_a_count_that_does_not_end_in_time(server_engine, monkeypatch):
+    """A count the server cancels at the time limit (here: it waits for a lock another connection holds on
+    users) gives the estimates instead of keeping the API waiting until API Gateway gives up."""
+    import tokenmigration.engine.reporting as reporting
+
+    add_users(server_engine, [1, 2, 3])
+    _analyze(server_engine)
+    monkeypatch.setattr(reporting, "COUNT_TIME_LIMIT_SECONDS", 0.3)
+    holder = server_engine.connect()
+    try:
+        if server_engine.dialect.name == "postgresql":
+            holder.begin()
+            holder.execute(text("LOCK TABLE users IN ACCESS EXCLUSIVE MODE"))
+        else:
+            holder.execute(text("LOCK TABLES users WRITE"))
+        estimated = stats(server_engine, bounded=True)
+    finally:
+        if server_engine.dialect.name != "postgresql":
+            holder.execute(text("UNLOCK TABLES"))
+        holder.rollback()
+        holder.close()
+    assert (estimated["exact"], estimated["total_users"]) == (False, 3)
+    assert stats(server_engine, bounded=True)["exact"] is True  # the lock is gone: counted again

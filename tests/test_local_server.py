@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import botocore.auth
 import pytest
 from botocore.credentials import Credentials as BotoCredentials
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from helpers import add_users, express, put_session
 from tokenmigration.cli.api import ApiClient, cmd_api
@@ -276,6 +276,20 @@ def test_api_cleanup_calls_again_until_the_walk_is_complete(server, pg_engine, m
     assert code == 0 and "5" in text, text
     with pg_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0
+
+
+def test_api_stats_says_when_its_figures_are_estimates(server, pg_engine, monkeypatch):
+    import tokenmigration.engine.reporting as reporting
+
+    add_users(pg_engine, [1, 2, 3])
+    with pg_engine.begin() as conn:
+        conn.execute(text("ANALYZE users"))
+    code, text_ = run_cli(server, "stats")
+    assert code == 0 and "exact" in text_ and "estimates" not in text_, text_
+    monkeypatch.setattr(reporting, "EXACT_COUNT_MAX_USERS", 2)  # as if the table held 100 million users
+    code, text_ = run_cli(server, "stats")
+    assert code == 0, text_
+    assert "estimates: the users table is too large to count" in text_ and "`tokenmigration stats`" in text_
 
 
 def test_eight_simultaneous_starts_give_one_202(server, pg_engine, redis_client):

@@ -23,7 +23,7 @@ def test_stats_before_anything(api, stack, pg_engine):
         "success": True,
         "message": "Migration statistics",
         "stats": {"total_users": 2, "migrated_users": 0, "failed_migrations": 0, "migration_percentage": 0.0,
-                  "last_migration_at": None},
+                  "last_migration_at": None, "exact": True},
         "feature_flags": {"auth_mode": "dual", "sanctum_only": False, "migration_in_progress": False,
                           "rollback_available": False},
     }

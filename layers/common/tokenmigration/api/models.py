@@ -163,11 +163,16 @@ class Progress(BaseModel):
 
 
 class Stats(BaseModel):
-    total_users: int
-    migrated_users: int
+    total_users: int | None = Field(description="Counted; when `exact` is false, the planner's estimate (null if "
+                                                "it has none).")
+    migrated_users: int | None = Field(description="Counted; when `exact` is false, PostgreSQL's estimate from its "
+                                                   "column statistics, null on MySQL/MariaDB.")
     failed_migrations: int
-    migration_percentage: float
-    last_migration_at: str | None
+    migration_percentage: float | None
+    last_migration_at: str | None = Field(description="null when `exact` is false.")
+    exact: bool = Field(description="False when the users table is too large to count within API Gateway's time "
+                                    "limit (more than 5 million rows, or a count that did not end in 10 s): the "
+                                    "figures are then estimates; `tokenmigration stats` counts without a limit.")
 
 
 class FeatureFlagsView(BaseModel):

@@ -238,7 +238,11 @@ def stats_table(document: dict[str, Any]) -> str:
     if flags:
         rows.append(("feature flags", ""))
         rows += [(f"  {k}", _cell(v)) for k, v in flags.items()]
-    return table(rows)
+    text = table(rows)
+    if (document.get("stats") or {}).get("exact") is False:
+        text += ("\n(estimates: the users table is too large to count within API Gateway's time limit; "
+                 "`tokenmigration stats` on a machine that reaches the database counts it)")
+    return text
 
 
 def _summary(response: Response) -> str:

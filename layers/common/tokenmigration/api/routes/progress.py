@@ -56,7 +56,7 @@ def register(app: APIGatewayRestResolver) -> None:
             "success": True,
             "message": message,
             "progress": progress,
-            "stats": svc.running_stats.get() if active is not None else stats(svc.engine),
+            "stats": svc.running_stats.get() if active is not None else stats(svc.engine, bounded=True),
             "is_in_progress": active is not None,
             "can_rollback": flags.rollback_available and active is None,
         })

@@ -15,8 +15,10 @@ from tokenmigration.engine.reporting import stats
 PATH = f"{BASE_PATH}/stats"
 
 DESCRIPTION = """\
-`stats` is computed from the database (not from run counters). `feature_flags.migration_in_progress` is true
-exactly while a run holds the active-run lock; the other flags are read from SSM (cached for a few seconds).
+`stats` is computed from the database (not from run counters): counted exactly when the users table is small
+enough to count within the time limit, else the database planner's estimates with `exact: false`.
+`feature_flags.migration_in_progress` is true exactly while a run holds the active-run lock; the other flags
+are read from SSM (cached for a few seconds).
 """
 
 
@@ -36,6 +38,6 @@ def register(app: APIGatewayRestResolver) -> None:
         return json_response(200, {
             "success": True,
             "message": "Migration statistics",
-            "stats": stats(svc.engine),
+            "stats": stats(svc.engine, bounded=True),
             "feature_flags": as_api_dict(svc.flags.read(), in_progress=in_progress),
         })
