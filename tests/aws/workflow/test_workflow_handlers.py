@@ -342,3 +342,38 @@ def test_the_schedule_sends_the_sample_events_fields(aws_stack):
 def test_events_are_json_objects():
     for path in sorted(Path(ROOT / "events").glob("wf_*.json")):
         assert isinstance(json.loads(path.read_text()), dict), path
+
+
+def test_a_scheduled_cleanup_that_dies_midway_keeps_the_place_of_its_last_committed_page(
+        aws_stack, pg_engine, redis_client, monkeypatch):
+    from sqlalchemy import func, select
+
+    import tokenmigration.engine.cleanup as cleanup_module
+    from tokenmigration.aws.cleanup_place import CleanupPlace
+    from tokenmigration.db.schema import ledger_tokens, tokens
+
+    add_users(pg_engine, [1, 2, 3, 4, 5])
+    for uid in (1, 2, 3, 4, 5):
+        services().migrator.migrate_user(uid, "run-1")
+    with pg_engine.begin() as conn:
+        conn.execute(tokens.delete())
+    monkeypatch.setattr(cleanup_module, "PAGE_USERS", 2)
+    real_page = cleanup_module._clean_page
+
+    def dies_on_the_second_page(conn, lo, hi, *rest):
+        if lo >= 3:
+            raise RuntimeError("the database went away")
+        return real_page(conn, lo, hi, *rest)
+
+    monkeypatch.setattr(cleanup_module, "_clean_page", dies_on_the_second_page)
+    with pytest.raises(RuntimeError, match="went away"):
+        aws_stack.invoke("scheduled_cleanup", load_event("scheduled_cleanup"))
+    place = CleanupPlace(aws_stack.ledger.client, aws_stack.ledger.table_name)
+    assert place.get() == 2  # users 1-2 are done and committed: not walked again
+
+    monkeypatch.setattr(cleanup_module, "_clean_page", real_page)
+    report = aws_stack.invoke("scheduled_cleanup", load_event("scheduled_cleanup"))
+    assert (report["started_after_user_id"], report["complete"], report["details"]["ledger_rows"]) == (2, True, 3)
+    assert place.get() is None
+    with pg_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0

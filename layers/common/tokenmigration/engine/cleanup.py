@@ -56,11 +56,14 @@ class _Rules:
 def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expires_at: bool = True,
             session_store: RedisSessionStore | None = None, *, after_user_id: int | None = None,
             deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
-            page_users: int | None = None) -> dict[str, Any]:
+            page_users: int | None = None, on_page: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Clean the ledger's users after ``after_user_id`` (all of them when None), a page at a time, until done or
     until ``clock()`` passes ``deadline``. ``complete`` says whether the walk reached the end; if not,
     ``resume_after_user_id`` is where the next call starts. With ``session_store`` (Laravel's redis session
     driver), sessions expire in Redis by themselves; the ledger rows of keys that are gone are removed.
+
+    ``on_page`` hears the last user id of every page once that page is committed (not in a dry run): a caller
+    that keeps its place there loses at most one page's work if it is stopped without warning.
 
     A dry run does every page's work and rolls it back, so its counts are exactly what a real run removes."""
     rules = _rules(settings, has_expires_at)
@@ -86,6 +89,8 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
             if dry_run:
                 transaction.rollback()
         cursor = hi
+        if on_page is not None and not dry_run:
+            on_page(cursor)
         if deadline is not None and clock() >= deadline:
             with engine.connect() as conn:
                 more = _next_user(conn, cursor) is not None

@@ -382,8 +382,9 @@ CLEANUP_SAFETY_SECONDS = 60.0
 def scheduled_cleanup(services: Services, dry_run: bool = False,
                       remaining_seconds: float | None = None) -> dict[str, Any]:
     """Prune what this tool created and nobody can use any more (engine.cleanup), going on from where the
-    previous invocation stopped and stopping in time to say where this one did. A dry run starts from the
-    first user and leaves the place alone."""
+    previous invocation stopped and stopping in time to say where this one did. The place is kept after every
+    committed page, so an invocation that dies anyway (a page slower than the reserve) loses one page's work.
+    A dry run starts from the first user and leaves the place alone."""
     from tokenmigration.engine.cleanup import cleanup
 
     place = services.cleanup_place
@@ -393,7 +394,8 @@ def scheduled_cleanup(services: Services, dry_run: bool = False,
     with transient_errors():
         report = cleanup(services.engine, services.settings, dry_run=dry_run,
                          has_expires_at=services.migrator.has_expires_at,
-                         session_store=services.migrator.session_store, after_user_id=after, deadline=deadline)
+                         session_store=services.migrator.session_store, after_user_id=after, deadline=deadline,
+                         on_page=lambda user_id: place.save(user_id, at=iso(utcnow())))
     if not dry_run:
         place.save(report["resume_after_user_id"], at=iso(utcnow()))
     return {**report, "started_after_user_id": after}
