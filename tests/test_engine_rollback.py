@@ -49,7 +49,8 @@ def test_rollback_restores_the_three_tables_except_what_the_app_made(migrator, d
     with db_engine.connect() as conn:
         for ledger in (ledger_tokens, ledger_sessions, ledger_failures):
             assert conn.execute(select(func.count()).select_from(ledger)).scalar_one() == 0
-    assert rollback_all(migrator) == []  # nothing left to undo: a second rollback is a no-op
+    again = rollback_all(migrator)  # nothing left to undo: a second rollback is a no-op
+    assert again and not any((r.users, r.tokens_revoked, r.sessions_removed) != (0, 0, 0) for r in again)
 
 
 def test_rollback_chunk_twice_is_harmless(migrator, db_engine, redis_client):
@@ -281,3 +282,34 @@ def test_bounded_stats_give_up_on_a_count_that_does_not_end_in_time(server_engin
         holder.close()
     assert (estimated["exact"], estimated["total_users"]) == (False, 3)
     assert stats(server_engine, bounded=True)["exact"] is True  # the lock is gone: counted again
+
+
+def test_the_rollback_plan_covers_ledgered_users_deleted_since_wherever_their_ids_fall(settings, db_engine,
+                                                                                     redis_client):
+    """Rollback is planned over the users table's key (a plan over the ledger's 400 million rows at 100 million
+    users would outlast the planning Lambda); its chunks are contiguous and stretched to the ledger's ends, so
+    what the tool made for users deleted since, below, between or above today's ids, is undone too."""
+    from tokenmigration.engine.migrator import Migrator
+
+    migrator = Migrator(settings, db_engine, redis_client)
+    add_users(db_engine, [3, 10, 11, 20, 30, 31, 50])
+    for uid in (3, 10, 20, 30, 50):
+        migrator.migrate_user(uid, "run-1")
+    with db_engine.begin() as conn:  # the app deleted users 3, 20 and 50, not what the tool made for them
+        conn.execute(text("DELETE FROM users WHERE id IN (3, 20, 50)"))
+
+    chunks = migrator.plan_rollback(2)
+    assert [(c.lo, c.hi, c.users) for c in chunks] == [(3, 11, 2), (12, 50, 2)]
+    results = [migrator.rollback_chunk(c) for c in chunks]
+    assert sum(r.tokens_revoked for r in results) == 5 and sum(r.users for r in results) == 2
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0
+
+    with db_engine.begin() as conn:  # every user gone: one chunk over what the ledger still names
+        conn.execute(text("DELETE FROM users"))
+        conn.execute(insert(ledger_failures).values(user_id=7, run_id="r", code="c", message="m", failed_at=utcnow()))
+    assert [(c.lo, c.hi, c.users) for c in migrator.plan_rollback(2)] == [(7, 7, 0)]
+    with db_engine.begin() as conn:
+        conn.execute(text("DELETE FROM token_migration_failures"))
+    assert migrator.plan_rollback(2) == []

@@ -1,7 +1,8 @@
 """State "Plan the rollback" of the rollback state machine.
 
 Input: the execution input, ``{"run_id", "chunk_size", ...}``. Output: ``{"chunks": {"Bucket", "Key"},
-"total_users", "total_batches"}`` over every user this tool migrated, whatever the path.
+"total_users", "total_batches"}``: chunks over the users table's ids, stretched to every user id the ledger
+names (Migrator.plan_rollback).
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    union,
     update,
 )
 
@@ -143,11 +142,11 @@ class _Outcome:
     sessions_already_carried: int = 0  # presented sessions the ledger already had (an earlier run or attempt)
 
 
-def plan_chunks(conn: Connection, chunk_size: int, source=None) -> list[Chunk]:
-    """Chunk boundaries by user count (ids are sparse), in one query."""
+def plan_chunks(conn: Connection, chunk_size: int) -> list[Chunk]:
+    """Chunk boundaries by user count (ids are sparse), in one query over the users table's primary key."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
-    ids = source if source is not None else select(users.c.id.label("id")).subquery()
+    ids = select(users.c.id.label("id")).subquery()
     numbered = select(ids.c.id, func.row_number().over(order_by=ids.c.id).label("rn")).subquery()
     # Integer division, with the size inlined (an int we validated): a bound parameter would make
     # the GROUP BY expression differ from the selected one on PostgreSQL.
@@ -250,14 +249,31 @@ class Migrator:
         self.index_store(run_id).mark_complete(keys_seen)
 
     def plan_rollback(self, chunk_size: int) -> list[Chunk]:
-        """Chunks over every user this tool migrated, by any path, read from the ledger."""
-        source = union(
-            select(ledger_tokens.c.user_id.label("id")),
-            select(ledger_sessions.c.user_id.label("id")),
-            select(users.c.id.label("id")).where(users.c.migrated_to_sanctum_at.is_not(None)),
-        ).subquery()
+        """Chunks that together cover every user id this tool may have touched, by any path.
+
+        Planned over the users table's primary key, as a migration is, not over the set of users the ledger
+        names: at 100 million users that set is the union of some 400 million ledger rows and a full scan of
+        ``users`` (whose migration timestamp has no index), more than a planning Lambda can do in its 15
+        minutes, and a rollback that cannot be planned cannot run. The chunks are made contiguous and the
+        first and last are stretched to the ledger's smallest and largest user id, so the ledgered rows of
+        users deleted since are inside a chunk too; a chunk with nothing to undo is a few index lookups."""
         with self.engine.connect() as conn:
-            return plan_chunks(conn, chunk_size, source)
+            chunks = plan_chunks(conn, chunk_size)
+            ends = [conn.execute(select(func.min(t.c.user_id), func.max(t.c.user_id))).one()
+                    for t in (ledger_tokens, ledger_sessions, ledger_failures)]
+        lows = [int(lo) for lo, _ in ends if lo is not None] + [c.lo for c in chunks[:1]]
+        highs = [int(hi) for _, hi in ends if hi is not None] + [c.hi for c in chunks[-1:]]
+        if not lows:
+            return []
+        if not chunks:  # every user is gone, their ledgered tokens and sessions are not
+            return [Chunk(0, min(lows), max(highs), 0)]
+        covering, start = [], min(lows)
+        for chunk in chunks:
+            covering.append(Chunk(chunk.number, start, chunk.hi, chunk.users))
+            start = chunk.hi + 1
+        last = covering[-1]
+        covering[-1] = Chunk(last.number, last.lo, max(highs), last.users)
+        return covering
 
     def discard_index(self, run_id: str, chunks: list[Chunk]) -> None:
         self.index_store(run_id).drop(c.number for c in chunks)

@@ -200,7 +200,7 @@ def finish_plan(services: Services, run_id: str, reports: list[SliceCounts]) -> 
 
 
 def plan_rollback(services: Services, run_id: str, chunk_size: int) -> PlanOutcome:
-    """Chunks over every user this tool migrated, by any path (runs, single-user route, exchange)."""
+    """Chunks covering every user id this tool may have touched, by any path (Migrator.plan_rollback)."""
     services.aws.require("chunks_bucket")
     _require_run(services, run_id)
     resume(services, run_id, "rollback")
