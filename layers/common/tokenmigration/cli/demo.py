@@ -20,7 +20,13 @@ from sqlalchemy import delete, func, select
 from tokenmigration.cli.output import table
 from tokenmigration.config import Settings
 from tokenmigration.db.connection import make_engine
-from tokenmigration.db.schema import laravel_users, ledger_failures, ledger_sessions, ledger_tokens, sessions, tokens
+from tokenmigration.db.schema import (
+    USER_LEDGERS,
+    laravel_users,
+    ledger_sessions,
+    sessions,
+    tokens,
+)
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import DEMO_EMAIL_DOMAIN, seed
 from tokenmigration.engine.migrator import Migrator
@@ -68,7 +74,7 @@ def _clear_previous_demo(engine, redis, session_store=None) -> None:
             session_store.delete_many(conn.execute(select(ledger_sessions.c.session_id)).scalars())
         conn.execute(delete(tokens).where(tokens.c.tokenable_id.in_(demo_ids)))
         conn.execute(delete(sessions).where(sessions.c.user_id.in_(demo_ids)))
-        for ledger in (ledger_tokens, ledger_sessions, ledger_failures):
+        for ledger in USER_LEDGERS:
             conn.execute(delete(ledger))
         conn.execute(delete(laravel_users))
     pipe = redis.pipeline(transaction=False)

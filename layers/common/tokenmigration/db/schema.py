@@ -179,3 +179,6 @@ ledger_failures = Table(
     Column("failed_at", Timestamp, nullable=False),
     **MYSQL_TABLE,
 )
+
+# The ledgers keyed by user id: what a range of users owns in this tool's bookkeeping.
+USER_LEDGERS = (ledger_tokens, ledger_sessions, ledger_failures)

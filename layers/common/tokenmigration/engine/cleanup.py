@@ -24,6 +24,7 @@ from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, sele
 
 from tokenmigration.config import Settings
 from tokenmigration.db.schema import (
+    USER_LEDGERS,
     ledger_failures,
     ledger_rollbacks,
     ledger_sessions,
@@ -123,7 +124,7 @@ def _next_user(conn: Connection, after: int | None) -> int | None:
     """The smallest ledgered user id after ``after``: one seek of each ledger's key, which leads with it, so
     a walk jumps over id ranges nobody was migrated in."""
     found = []
-    for table in (ledger_tokens, ledger_sessions, ledger_failures):
+    for table in USER_LEDGERS:
         query = select(func.min(table.c.user_id))
         if after is not None:
             query = query.where(table.c.user_id > after)
@@ -135,7 +136,7 @@ def _next_user(conn: Connection, after: int | None) -> int | None:
 
 def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
                 session_store: RedisSessionStore | None) -> dict[str, int]:
-    in_page = {t: t.c.user_id.between(lo, hi) for t in (ledger_tokens, ledger_sessions, ledger_failures)}
+    in_page = {t: t.c.user_id.between(lo, hi) for t in USER_LEDGERS}
     ours = tokens.c.id.in_(select(ledger_tokens.c.token_id).where(in_page[ledger_tokens]))
     # Ledger rows whose row is gone (Laravel's own GC, a logout, a regenerated id) undo nothing.
     orphan_tokens = ~exists().where(tokens.c.id == ledger_tokens.c.token_id)
