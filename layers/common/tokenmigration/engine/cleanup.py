@@ -183,7 +183,9 @@ def _drop_gone_keys(conn: Connection, session_store: RedisSessionStore, lo: int,
         alive = session_store.existing(ids)
         gone = [sid for sid in ids if sid not in alive]
         for start in range(0, len(gone), 1000):
-            removed += conn.execute(delete(ledger_sessions).where(session_id.in_(gone[start : start + 1000]))).rowcount
+            # The user range first: the key leads with user_id, and session_id alone has no index.
+            removed += conn.execute(delete(ledger_sessions).where(
+                user_id.between(lo, hi), session_id.in_(gone[start : start + 1000]))).rowcount
         if len(rows) < LEDGER_PAGE:
             return removed
         after = rows[-1]
