@@ -254,7 +254,7 @@ def test_a_full_migration_through_the_signed_client_then_rollback(server, client
         assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == len(holders)  # the app's own
 
 
-def test_api_cleanup_calls_again_until_the_walk_is_complete(server, pg_engine, monkeypatch):
+def test_api_cleanup_calls_again_until_the_walk_is_complete(server, pg_engine, monkeypatch, capsys):
     """Each /cleanup call stops at API Gateway's time limit; `tokenmigration api cleanup` goes on with
     after_user_id until the answer says complete, and reports the sum."""
     import tokenmigration.api.routes.cleanup as route
@@ -272,8 +272,21 @@ def test_api_cleanup_calls_again_until_the_walk_is_complete(server, pg_engine, m
     dry = json.loads(text)
     assert (dry["dry_run"], dry["complete"], dry["cleaned_items"], dry["details"]["ledger_rows"]) == (True, True, 5, 5)
     assert "in 3 calls" in dry["message"]
+    real_page = cleanup_module._clean_page
+
+    def fails_from_user_3(conn, lo, hi, *rest):
+        if lo >= 3:
+            raise RuntimeError("the database went away")
+        return real_page(conn, lo, hi, *rest)
+
+    monkeypatch.setattr(cleanup_module, "_clean_page", fails_from_user_3)
     code, text = run_cli(server, "cleanup")
-    assert code == 0 and "5" in text, text
+    assert code != 0
+    assert "cleanup stopped after 1 call(s) that removed 2 items, up to user 2; run it again to go on" in \
+        capsys.readouterr().err
+    monkeypatch.setattr(cleanup_module, "_clean_page", real_page)
+    code, text = run_cli(server, "cleanup")
+    assert code == 0 and "3" in text, text
     with pg_engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ledger_tokens)).scalar_one() == 0
 

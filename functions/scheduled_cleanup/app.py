@@ -4,7 +4,9 @@ Input: the schedule's Input, ``{"dry_run": false, "scheduled_time": "<aws.schedu
 "execution_id": "<aws.scheduler.execution-id>"}`` (the last two only for the logs).
 Output: ``{"dry_run", "cleaned_items", "details", "complete", "resume_after_user_id", "started_after_user_id"}``:
 a walk of the ledger that does not fit in one invocation stops a minute before the time limit, and the next
-scheduled invocation goes on from ``resume_after_user_id`` (kept in the run ledger's table).
+scheduled invocation goes on from ``resume_after_user_id`` (kept in the run ledger's table). A dry run (an
+invocation by hand) starts from the first user, keeps no place, and counts what fits in this invocation
+(``complete`` says whether that was everything).
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ class Stats(BaseModel):
                                                 "it has none).")
     migrated_users: int | None = Field(description="Counted; when `exact` is false, PostgreSQL's estimate from its "
                                                    "column statistics, null on MySQL/MariaDB.")
-    failed_migrations: int
+    failed_migrations: int | None = Field(description="Counted; null only when even that count ran out of time "
+                                                      "and the database had no estimate.")
     migration_percentage: float | None
     last_migration_at: str | None = Field(description="null when `exact` is false.")
     exact: bool = Field(description="False when the users table is too large to count within API Gateway's time "

@@ -418,6 +418,11 @@ def _cleanup(client: ApiClient, dry_run: bool) -> Response:
     while True:
         response = client.request("POST", "/cleanup", body)
         if not response.ok or not isinstance(response.document, dict):
+            if calls:  # the pages of the calls that answered are committed: say how far it got
+                done = sum(int(doc.get("cleaned_items") or 0) for doc in calls)
+                print(f"tokenmigration api: cleanup stopped after {len(calls)} call(s) that "
+                      f"{'would remove' if dry_run else 'removed'} {done} items, up to user "
+                      f"{body['after_user_id']}; run it again to go on", file=sys.stderr)
             return response
         calls.append(response.document)
         resume = response.document.get("resume_after_user_id")

@@ -9,6 +9,7 @@ limit; otherwise the planner's estimates, marked ``exact: false``, at the cost o
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ def percentage(part: int, whole: int) -> float:
 def stats(engine: Engine, *, bounded: bool = False) -> dict[str, Any]:
     with engine.connect() as conn:
         if bounded and engine.dialect.name != "sqlite":  # an embedded SQLite file is the demo's: always count
-            estimate = _estimated_users(conn)
+            estimate = _estimated_rows(conn, "users")
             if estimate is not None and estimate > EXACT_COUNT_MAX_USERS:
                 return _estimated(conn, estimate)
             try:
@@ -40,7 +41,8 @@ def stats(engine: Engine, *, bounded: bool = False) -> dict[str, Any]:
                 if not _is_cancelled(error):
                     raise
                 conn.rollback()
-                return _estimated(conn, estimate)
+                # a count that ran out of time was not counting an empty table, whatever a stale estimate says
+                return _estimated(conn, estimate or None)
         return _counted(conn, None)
 
 
@@ -70,7 +72,7 @@ def _counted(conn: Connection, limit: float | None) -> dict[str, Any]:
 def _estimated(conn: Connection, total: int | None) -> dict[str, Any]:
     """The planner's figures: users from the table's row estimate, migrated users (PostgreSQL) from the share of
     non-null ``migrated_to_sanctum_at`` its statistics recorded at the last ANALYZE; what it does not know is
-    null. Failures are counted (an indexed table of the users that failed, small unless a run went wrong)."""
+    null. Failures are counted (small unless a run went wrong), within the time limit, else estimated too."""
     migrated = None
     if conn.dialect.name == "postgresql":
         null_frac = conn.execute(text(
@@ -78,8 +80,15 @@ def _estimated(conn: Connection, total: int | None) -> dict[str, Any]:
             "AND attname = 'migrated_to_sanctum_at'")).scalar()
         if null_frac is not None and total is not None:
             migrated = round((1 - float(null_frac)) * total)
-    failed = conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one()
-    conn.rollback()
+        conn.rollback()
+    try:
+        with conn.begin():
+            failed = conn.execute(_limited(conn, COUNT_TIME_LIMIT_SECONDS, _COUNT_FAILURES)).scalar_one()
+    except Exception as error:
+        if not _is_cancelled(error):
+            raise
+        conn.rollback()
+        failed = _estimated_rows(conn, "token_migration_failures") or None
     return {
         "total_users": total,
         "migrated_users": migrated,
@@ -90,16 +99,21 @@ def _estimated(conn: Connection, total: int | None) -> dict[str, Any]:
     }
 
 
-def _estimated_users(conn: Connection) -> int | None:
-    """The planner's row estimate of ``users`` (kept by ANALYZE / autovacuum; InnoDB's sampled count); None when
+def _estimated_rows(conn: Connection, table: str) -> int | None:
+    """The planner's row estimate of ``table`` (kept by ANALYZE / autovacuum; InnoDB's sampled count); None when
     it has none."""
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass('users')")).scalar()
+        rows = conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}).scalar()
         value = None if rows is None or rows < 0 else int(rows)  # -1: never analyzed (PostgreSQL 14+)
     else:
+        if not getattr(conn.dialect, "is_mariadb", False):
+            # MySQL 8 answers information_schema from a cache kept for a day by default: ask InnoDB now.
+            # (MySQL 5.7 has no cache and no such variable.)
+            with contextlib.suppress(Exception):
+                conn.exec_driver_sql("SET SESSION information_schema_stats_expiry = 0")
         value = conn.execute(text(
             "SELECT table_rows FROM information_schema.tables WHERE table_schema = DATABASE() "
-            "AND table_name = 'users'")).scalar()
+            "AND table_name = :t"), {"t": table}).scalar()
         value = None if value is None else int(value)
     conn.rollback()
     return value
