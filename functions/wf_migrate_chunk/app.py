@@ -2,8 +2,9 @@
 
 Input: ``{"run_id", "dry_run", "chunk": {"number", "lo", "hi", "users"}}`` (the map's ItemSelector).
 Output: the chunk's counts and whether this attempt was the one that counted them. Transient database
-and Redis failures are raised as ``TransientDatabaseError`` / ``TransientRedisError``, which the
-state machine retries; anything else fails the chunk.
+and Redis failures are raised as ``TransientDatabaseError`` / ``TransientRedisError``, and a count the run
+ledger's table kept turning away (contention on the run item) as ``TransientLedgerError``; the state machine
+retries all three; anything else fails the chunk.
 """
 
 from __future__ import annotations

@@ -181,3 +181,59 @@ def test_chunk_numbers_are_checked(ledger: RunLedger):
     ledger.create_run("m", "migration", dry_run=False)
     with pytest.raises(ValueError):
         ledger.record_chunk("m", -1, chunk_result(0))
+
+
+class ContendedTable:
+    """The moto client, with what moto does not simulate: DynamoDB cancelling transactions on an item another
+    transaction has in flight (every chunk's count writes the run item) or that it throttles. A transactional
+    read meets the same conflict, so the ledger must not need one."""
+
+    def __init__(self, client, refusals: int, code: str = "TransactionConflict") -> None:
+        self._client, self.refusals, self.code = client, refusals, code
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def _cancelled(self, operation: str, items: int):
+        from botocore.exceptions import ClientError
+
+        reasons = [{"Code": "None"}] * (items - 1) + [{"Code": self.code}]
+        return ClientError({"Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
+                            "CancellationReasons": reasons}, operation)
+
+    def transact_get_items(self, **kw):
+        raise self._cancelled("TransactGetItems", len(kw["TransactItems"]))
+
+    def transact_write_items(self, **kw):
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise self._cancelled("TransactWriteItems", len(kw["TransactItems"]))
+        return self._client.transact_write_items(**kw)
+
+
+@pytest.mark.parametrize("code", ["TransactionConflict", "ThrottlingError"])
+def test_a_chunk_count_that_meets_contention_is_retried_and_counted_once(ledger: RunLedger, monkeypatch, code):
+    import tokenmigration.aws.runs as runs
+
+    monkeypatch.setattr(runs, "backoff", lambda attempt: None)
+    ledger.create_run("m", "migration", dry_run=False)
+    ledger._client = ContendedTable(ledger.client, refusals=3, code=code)
+    assert ledger.record_chunk("m", 0, chunk_result(0)) is True
+    assert ledger.record_chunk("m", 0, chunk_result(0)) is False  # read without a transaction: no conflict
+    assert (ledger.get_run("m")["current_batch"], ledger.get_run("m")["migrated_users"]) == (1, 7)
+
+
+def test_a_chunk_count_refused_every_time_is_a_transient_error_and_counts_nothing(ledger: RunLedger, monkeypatch):
+    """After the ledger's own attempts, the step fails under a name the state machines retry."""
+    import tokenmigration.aws.runs as runs
+    from tokenmigration.aws.errors import TransientLedgerError
+
+    monkeypatch.setattr(runs, "backoff", lambda attempt: None)
+    ledger.create_run("m", "migration", dry_run=False)
+    contended = ContendedTable(ledger.client, refusals=runs._MAX_ATTEMPTS)
+    ledger._client = contended
+    with pytest.raises(TransientLedgerError, match=r"chunk 4 of run m was not counted.*TransactionConflict"):
+        ledger.record_chunk("m", 4, chunk_result(4))
+    assert ledger.get_run("m")["current_batch"] == 0
+    assert ledger.record_chunk("m", 4, chunk_result(4)) is True  # the state machine's retry counts it once
+    assert ledger.get_run("m")["current_batch"] == 1

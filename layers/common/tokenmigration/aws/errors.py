@@ -17,6 +17,12 @@ class RunInProgress(ServiceError):
         self.active_run_id = active_run_id
 
 
+class TransientLedgerError(Exception):
+    """The run ledger's table turned a chunk's count away for now: its transaction kept colliding with other
+    chunks' on the run item, or DynamoDB throttled it. Nothing was counted; the state machines retry the step
+    under this name (the chunk's database work is idempotent, and the count happens once)."""
+
+
 class UnknownRun(ServiceError):
     code = "unknown_run"
 

@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 from tokenmigration.aws.cursor import encode_cursor
 from tokenmigration.aws.dynamo import av, backoff, cancellation_codes, error_code, from_item, iso, to_item, utcnow
 from tokenmigration.aws.error_items import ErrorItems, check_page_args
-from tokenmigration.aws.errors import RunInProgress, UnknownRun
+from tokenmigration.aws.errors import RunInProgress, TransientLedgerError, UnknownRun
 from tokenmigration.aws.ledger_keys import (
     ERROR_PREFIX,
     LATEST_KEY,
@@ -63,6 +63,7 @@ ALL_COUNTERS: tuple[str, ...] = (
 
 _MAX_RUN_ERROR_CHARS = 2000
 _MAX_ATTEMPTS = 8
+_CONTENTION = frozenset({"TransactionConflict", "ThrottlingError"})
 
 
 class RunLedger:
@@ -332,16 +333,16 @@ class RunLedger:
         return self._count(run_id, chunk_number, counts)
 
     def _chunk_counted(self, run_id: str, chunk_number: int) -> bool:
-        response = self.client.transact_get_items(TransactItems=[
-            {"Get": {"TableName": self.table_name, "Key": key(run_pk(run_id), RUN_SK),
-                     "ProjectionExpression": "pk"}},
-            {"Get": {"TableName": self.table_name, "Key": key(run_pk(run_id), chunk_sk(chunk_number)),
-                     "ProjectionExpression": "pk"}},
-        ])
-        run, chunk = (r.get("Item") for r in response["Responses"])
-        if not run:
+        # Two plain consistent reads, not TransactGetItems: DynamoDB cancels a transactional read of an item
+        # that a write transaction has in flight, and every chunk's count writes the run item. The marker's
+        # conditional Put in _count stays the guarantee, so a stale "not counted" here costs nothing.
+        def exists(sk: str) -> bool:
+            return "Item" in self.client.get_item(TableName=self.table_name, Key=key(run_pk(run_id), sk),
+                                                  ConsistentRead=True, ProjectionExpression="pk")
+
+        if not exists(RUN_SK):
             raise UnknownRun(run_id)
-        return bool(chunk)
+        return exists(chunk_sk(chunk_number))
 
     def _count(self, run_id: str, chunk_number: int, counts: dict[str, int]) -> bool:
         now = self._now()
@@ -380,9 +381,14 @@ class RunLedger:
                 if codes[1] == "ConditionalCheckFailed":
                     raise UnknownRun(run_id) from None
                 # Many chunk functions update the one run item: DynamoDB cancels a transaction that
-                # collides with another in flight (TransactionConflict). Those are worth retrying here.
-                if "TransactionConflict" not in codes or attempt == _MAX_ATTEMPTS - 1:
+                # collides with another in flight (TransactionConflict), or that the item's partition cannot
+                # take now (ThrottlingError). Those are worth retrying, here and then by the state machine.
+                if not _CONTENTION.intersection(codes):
                     raise
+                if attempt == _MAX_ATTEMPTS - 1:
+                    raise TransientLedgerError(
+                        f"chunk {chunk_number} of run {run_id} was not counted: the run ledger refused "
+                        f"{_MAX_ATTEMPTS} times ({', '.join(c for c in codes if c != 'None')})") from error
                 backoff(attempt)
         raise AssertionError("unreachable")
 

@@ -2,7 +2,8 @@
 
 Step Functions matches a Lambda failure by its ``errorType``: the exception's class name, not its base
 classes. So the workflow re-raises the transient failures of the database and of Redis under two names the
-ASL ``Retry`` lists (``TransientDatabaseError``, ``TransientRedisError``); everything else fails the chunk
+ASL ``Retry`` lists (``TransientDatabaseError``, ``TransientRedisError``; the chunk steps also retry
+``aws.errors.TransientLedgerError``, a count the run ledger turned away); everything else fails the chunk
 at once and goes to the failure path, because retrying a bug only delays the report.
 """
 
