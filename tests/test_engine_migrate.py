@@ -253,6 +253,24 @@ def test_a_chunk_refuses_to_run_without_a_complete_index(migrator, db_engine, re
         assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == 0
 
 
+def test_a_chunk_whose_index_slice_vanished_after_the_plan_refuses_to_run(migrator, db_engine, redis_client):
+    """A Redis short of memory evicts keys with a TTL, the index's slices among them: a chunk whose slice the
+    plan wrote and that is gone must fail loudly, not migrate its users without their sessions (logged out).
+    A chunk that never had a slice (no logged-in sessions) still migrates."""
+    from tokenmigration.engine.errors import SessionIndexMissing
+
+    add_users(db_engine, [1, 2, 3, 11, 12])
+    for uid in (1, 2, 3):
+        put_session(redis_client, f"s{uid}", express(uid))
+    plan = migrator.plan("run-1", 3)  # chunks [1-3] (with sessions) and [11-12] (none)
+    redis_client.delete(migrator.index_store("run-1").key(0))  # evicted
+    with pytest.raises(SessionIndexMissing, match=r"slice of chunk 0 of run run-1 is gone.*log its users out"):
+        migrator.migrate_chunk(plan.chunks[0], "run-1")
+    with db_engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tokens)).scalar_one() == 0
+    assert migrator.migrate_chunk(plan.chunks[1], "run-1").migrated_users == 2
+
+
 def test_a_chunk_without_sessions_in_a_complete_index_migrates(migrator, db_engine, redis_client):
     add_users(db_engine, [1])
     plan = migrator.plan("run-1", 10)

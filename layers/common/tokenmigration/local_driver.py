@@ -381,7 +381,7 @@ class LocalDriver:
                 # One failed batch starts the phase over (below), so batches are not retried on their own.
                 batches = scan_session_keys(self.migrator.redis, self.settings.express_session_prefix)
                 self._stream_tasks(pool, ((_index, (keys,)) for keys in batches), collect, 2 * self.workers)
-                store.mark_complete(summary.keys_seen)
+                store.mark_complete(summary.keys_seen, len(chunks))
                 return
             except Exception as error:
                 retry += 1

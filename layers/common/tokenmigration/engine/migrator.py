@@ -245,9 +245,10 @@ class Migrator:
                     scan_count: int = SCAN_COUNT) -> ScanSlice:
         return index_slice(self.indexer(run_id, chunks), node, cursor, deadline, scan_count=scan_count)
 
-    def finish_index(self, run_id: str, keys_seen: int) -> None:
-        """Every node is scanned: from now on a chunk without a slice has no sessions."""
-        self.index_store(run_id).mark_complete(keys_seen)
+    def finish_index(self, run_id: str, keys_seen: int, chunk_count: int | None = None) -> None:
+        """Every node is scanned: from now on a chunk without a slice has no sessions, unless the marker says
+        the plan wrote one (``chunk_count``: the run's chunks, numbered from 0)."""
+        self.index_store(run_id).mark_complete(keys_seen, chunk_count)
 
     def plan_rollback(self, chunk_size: int) -> list[Chunk]:
         """Chunks that together cover every user id this tool may have touched, by any path.

@@ -15,6 +15,7 @@ indexed by several workers at once.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import re
@@ -142,13 +143,37 @@ class RedisIndexStore:
     def complete_key(self) -> str:
         return f"tokenmigration:index:{self.run_id}:complete"
 
-    def mark_complete(self, keys_seen: int) -> None:
+    def mark_complete(self, keys_seen: int, chunk_count: int | None = None) -> None:
         """Written once the whole SCAN is filed: a chunk with no slice then means "no sessions",
-        not "index expired or never built"."""
-        self.client.set(self.complete_key, str(keys_seen), ex=self.ttl)
+        not "index expired or never built".
+
+        With ``chunk_count``, the marker also records which chunks have a slice (one bit each, 6 KB for
+        50,000 chunks): a slice that disappears afterwards (evicted by a Redis short of memory, deleted by
+        hand) is then an error when its chunk runs, not a chunk whose users silently lose their sessions."""
+        value = str(keys_seen)
+        if chunk_count is not None:
+            pipe = self.client.pipeline(transaction=False)
+            for chunk in range(chunk_count):
+                pipe.exists(self.key(chunk))  # one key per command: no cross-slot EXISTS on a cluster
+            present = pipe.execute() if chunk_count else []
+            bits = bytearray((chunk_count + 7) // 8)
+            for chunk, found in enumerate(present):
+                if found:
+                    bits[chunk // 8] |= 1 << (chunk % 8)
+            value += ":" + base64.b64encode(bytes(bits)).decode("ascii")
+        self.client.set(self.complete_key, value, ex=self.ttl)
 
     def is_complete(self) -> bool:
         return bool(self.client.exists(self.complete_key))
+
+    def _slice_written(self, marker: bytes, chunk: int) -> bool:
+        """Whether the marker says the plan wrote a slice for ``chunk`` (markers of older versions hold no
+        map: then a missing slice reads as no sessions, as it used to)."""
+        _, _, encoded = marker.partition(b":")
+        if not encoded:
+            return False
+        bits = base64.b64decode(encoded)
+        return chunk // 8 < len(bits) and bool(bits[chunk // 8] & (1 << (chunk % 8)))
 
     def append(self, slices: dict[int, list[str]]) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -160,13 +185,22 @@ class RedisIndexStore:
     def read(self, chunk: int) -> list[IndexedSession]:
         """The chunk's sessions; refuses when the index is incomplete rather than migrate users
         without their sessions (which would log them out)."""
-        if not self.is_complete():
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.complete_key)
+        pipe.get(self.key(chunk))
+        marker, blob = pipe.execute()
+        if marker is None:
             raise SessionIndexMissing(
                 f"the session index of run {self.run_id} is missing or incomplete (expired, discarded, "
                 "or the plan did not finish): start a new run"
             )
-        blob = self.client.get(self.key(chunk))
         if not blob:
+            if self._slice_written(marker, chunk):
+                raise SessionIndexMissing(
+                    f"the session index slice of chunk {chunk} of run {self.run_id} is gone although the plan "
+                    "wrote it (evicted by a Redis short of memory, or deleted): migrating the chunk now would "
+                    "log its users out; give Redis room for the index and start a new run"
+                )
             return []
         # SCAN may return a key twice and a retried plan appends again: the last entry per id wins.
         entries = {e[0]: e for e in json.loads(b"[" + blob[1:] + b"]")}
@@ -289,5 +323,5 @@ def build_index(indexer: SessionIndexer) -> ScanReport:
     report = ScanReport()
     for keys in scan_session_keys(indexer.client, indexer.prefix):
         report.merge(indexer.index(keys))
-    indexer.store.mark_complete(report.keys_seen)
+    indexer.store.mark_complete(report.keys_seen, len(indexer.chunks))
     return report

@@ -193,7 +193,7 @@ def finish_plan(services: Services, run_id: str, reports: list[SliceCounts]) -> 
     for report in reports:
         total.merge(report)
     with transient_errors():
-        services.migrator.finish_index(run_id, total.keys_seen)
+        services.migrator.finish_index(run_id, total.keys_seen, int(run.get("total_batches") or 0))
     logger.info("run %s: index complete, %d session keys, kinds %s", run_id, total.keys_seen, dict(total.kinds))
     return PlanOutcome({"Bucket": services.aws.chunks_bucket, "Key": chunks_key(run_id)},
                        int(run.get("total_users") or 0), int(run.get("total_batches") or 0), total.problems)
