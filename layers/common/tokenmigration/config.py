@@ -143,6 +143,8 @@ class Settings:
     migration_token_unused_retention_days: int | None = None
     # How long a chunk waits for a user row another transaction holds before reporting it.
     lock_timeout_ms: int = 5000
+    # A plan first checks that Redis has room under its maxmemory for the session index (engine.index_room).
+    index_memory_check: bool = True
     # The exchange's per-source limit on failed attempts: this many per fixed window, then 429.
     exchange_failure_limit: int = 20
     exchange_failure_window_seconds: int = 300
@@ -208,6 +210,7 @@ class Settings:
                 env, "MIGRATION_TOKEN_UNUSED_RETENTION_DAYS", None, minimum=1
             ),
             lock_timeout_ms=env_int(env, "MIGRATION_LOCK_TIMEOUT_MS", 5000, minimum=1),  # type: ignore[arg-type]
+            index_memory_check=env_bool(env, "INDEX_MEMORY_CHECK", True),
             exchange_failure_limit=env_int(env, "EXCHANGE_FAILURE_LIMIT", 20, minimum=1),  # type: ignore[arg-type]
             exchange_failure_window_seconds=env_int(  # type: ignore[arg-type]
                 env, "EXCHANGE_FAILURE_WINDOW_SECONDS", 300, minimum=1

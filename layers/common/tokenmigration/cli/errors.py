@@ -8,12 +8,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
 
 from tokenmigration.db.upgrade import SchemaError
-from tokenmigration.engine.errors import SessionIndexMissing
+from tokenmigration.engine.errors import IndexWontFit, SessionIndexMissing
 
 
 def describe(exc: BaseException) -> str | None:
     """One line for an infrastructure failure the operator can act on, or None for a bug (traceback)."""
     if isinstance(exc, SchemaError):
+        return str(exc)
+    if isinstance(exc, IndexWontFit):
         return str(exc)
     if isinstance(exc, SessionIndexMissing):
         # A Redis failover or FLUSHDB mid-run does this; no chunk ran without its sessions.

@@ -41,3 +41,10 @@ class SessionStoreChanged(MigrationError):
     """The session store's nodes changed while a plan scanned it slice by slice (failover, resharding)."""
 
     code = "session_store_changed"
+
+
+class IndexWontFit(MigrationError):
+    """Redis has no room under its maxmemory for the run's session index: filling it would make Redis evict
+    keys, Express sessions among them."""
+
+    code = "index_wont_fit"

@@ -41,6 +41,7 @@ from tokenmigration.db.schema import (
 from tokenmigration.db.upgrade import check_upgraded, token_columns
 from tokenmigration.engine import errors
 from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.index_room import check_index_room
 from tokenmigration.engine.results import (
     Chunk,
     ChunkResult,
@@ -224,7 +225,10 @@ class Migrator:
         return Plan(run_id, chunks, report)
 
     def plan_chunks(self, chunk_size: int) -> list[Chunk]:
+        """A migration's chunks, once the schema is upgraded and Redis has room for the session index."""
         self.check_schema()
+        if self.settings.index_memory_check and self.redis is not None:
+            check_index_room(self.redis)
         with self.engine.connect() as conn:
             return plan_chunks(conn, chunk_size)
 
