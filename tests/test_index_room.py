@@ -4,7 +4,9 @@ setting maxmemory touches no other test's Redis."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -68,3 +70,24 @@ def test_a_plan_refuses_a_redis_without_room_for_the_index(pg_engine, small_redi
     assert [c.users for c in migrator.plan_chunks(10)] == [1]
     small_redis.config_set("maxmemory", "0")  # no limit: Redis never evicts
     assert migrator.plan_chunks(10)
+
+
+def test_migrate_says_why_in_one_line_and_starts_nothing(pg_engine, small_redis):
+    """At the terminal: the refusal alone, exit 2, no "stopped early" table and no "run again to continue"
+    (giving Redis room is what continues)."""
+    pipe = small_redis.pipeline(transaction=False)
+    for n in range(40_000):
+        pipe.set(f"sess:{n}", b'{"cookie":{},"passport":{"user":1}}')
+    pipe.execute()
+    add_users(pg_engine, [1])
+    port = small_redis.connection_pool.connection_kwargs["port"]
+    env = {**os.environ, "DATABASE_URL": pg_engine.url.render_as_string(hide_password=False),
+           "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    done = subprocess.run([sys.executable, "-m", "tokenmigration.cli.main", "migrate", "--yes"], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tokenmigration: Redis has ") and lines[0].endswith(
+        "or set INDEX_MEMORY_CHECK=false if you know the index fits"), done.stderr
+    assert "stopped early" not in done.stdout and "Traceback" not in done.stderr
+    assert small_redis.dbsize() == 40_000

@@ -203,6 +203,7 @@ def cmd_rollback(args, settings: Settings) -> int:
 def _run_locally(args, settings: Settings, migrator, go):
     """Run with a progress bar; when the run stops early, show what was committed, then say why in one line."""
     from tokenmigration.cli.errors import describe
+    from tokenmigration.engine.errors import IndexWontFit
     from tokenmigration.local_driver import LocalDriver, RunStopped
 
     bar = ProgressBar(quiet=args.json)
@@ -212,6 +213,9 @@ def _run_locally(args, settings: Settings, migrator, go):
     except RunStopped as stopped:
         bar.close()
         summary = stopped.summary
+        if isinstance(stopped.cause, IndexWontFit):
+            # refused before the plan wrote anything: no run to report, nothing to continue
+            raise CliError(str(stopped.cause)) from None
         _emit({**summary.to_dict(), "stopped": "interrupted" if stopped.cause is None else "failed"}, args.json,
               "stopped early; committed before it stopped:\n" + run_summary_table(summary))
         if stopped.cause is None:
