@@ -237,3 +237,36 @@ def test_a_chunk_count_refused_every_time_is_a_transient_error_and_counts_nothin
     assert ledger.get_run("m")["current_batch"] == 0
     assert ledger.record_chunk("m", 4, chunk_result(4)) is True  # the state machine's retry counts it once
     assert ledger.get_run("m")["current_batch"] == 1
+
+
+class ThrottledBatches:
+    """The moto client, with DynamoDB's answer to a partition over its throughput: BatchWriteItem hands back
+    (UnprocessedItems) what it did not write, here all of it for the first ``refusals`` calls."""
+
+    def __init__(self, client, refusals: int) -> None:
+        self._client, self.refusals = client, refusals
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def batch_write_item(self, **kw):
+        if self.refusals > 0:
+            self.refusals -= 1
+            return {"UnprocessedItems": kw["RequestItems"]}
+        return self._client.batch_write_item(**kw)
+
+
+def test_a_chunks_problems_throttled_every_time_are_a_transient_error_and_count_nothing(ledger: RunLedger,
+                                                                                        monkeypatch):
+    import tokenmigration.aws.error_items as error_items
+    from tokenmigration.aws.errors import TransientLedgerError
+
+    monkeypatch.setattr(error_items, "backoff", lambda attempt: None)
+    ledger.create_run("m", "migration", dry_run=False)
+    ledger._client = ThrottledBatches(ledger.client, refusals=error_items._MAX_ATTEMPTS)
+    with pytest.raises(TransientLedgerError, match="error items unwritten"):
+        ledger.record_chunk("m", 2, chunk_result(2))
+    assert ledger.get_run("m")["current_batch"] == 0  # problems first: the chunk was not counted
+    ledger._client = ThrottledBatches(ledger.client._client, refusals=2)  # throttled twice, then written
+    assert ledger.record_chunk("m", 2, chunk_result(2)) is True
+    assert [e["user_id"] for e in ledger.errors("m")[0]] == [201]

@@ -13,6 +13,7 @@ from typing import Any
 
 from tokenmigration.aws.cursor import decode_cursor, encode_cursor
 from tokenmigration.aws.dynamo import av, backoff, from_item, to_item
+from tokenmigration.aws.errors import TransientLedgerError
 from tokenmigration.aws.ledger_keys import ERROR_PREFIX, key
 from tokenmigration.aws.table_schema import TTL_ATTRIBUTE
 from tokenmigration.engine.results import Problem
@@ -86,7 +87,10 @@ class ErrorItems:
             if not pending:
                 return
             backoff(attempt)  # throttled: DynamoDB hands back what it did not write
-        raise RuntimeError(f"DynamoDB left {len(pending.get(self.table_name, []))} error items unwritten")
+        # A chunk's problems all go to its run's partition: a chunk with thousands of them can meet that
+        # partition's throughput limit. The state machine retries the step (the items have fixed keys).
+        raise TransientLedgerError(f"DynamoDB left {len(pending.get(self.table_name, []))} error items unwritten "
+                                   f"after {_MAX_ATTEMPTS} attempts (throttled)")
 
 
 def check_page_args(limit: int, cursor: str | None) -> None:

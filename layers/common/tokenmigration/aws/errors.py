@@ -18,9 +18,10 @@ class RunInProgress(ServiceError):
 
 
 class TransientLedgerError(Exception):
-    """The run ledger's table turned a chunk's count away for now: its transaction kept colliding with other
-    chunks' on the run item, or DynamoDB throttled it. Nothing was counted; the state machines retry the step
-    under this name (the chunk's database work is idempotent, and the count happens once)."""
+    """The run ledger's table turned a chunk's count or its problems away for now: the count's transaction kept
+    colliding with other chunks' on the run item, or DynamoDB throttled the writes. Nothing was counted; the
+    state machines retry the step under this name (the chunk's database work is idempotent, the count happens
+    once, and problems are written under fixed keys)."""
 
 
 class UnknownRun(ServiceError):
