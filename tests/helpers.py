@@ -54,3 +54,19 @@ def snapshot(engine: Engine) -> dict[str, list]:
             "tokens": [tuple(r) for r in conn.execute(select(tokens).order_by(tokens.c.id))],
             "sessions": [tuple(r) for r in conn.execute(select(sessions).order_by(sessions.c.id))],
         }
+
+
+def cleanup_fails_from_user(monkeypatch, first_failing: int):
+    """Make cleanup's pages fail from the page that starts at ``first_failing`` (a database that went away
+    midway); returns the real page function, to put back with monkeypatch.setattr."""
+    import tokenmigration.engine.cleanup as cleanup_module
+
+    real_page = cleanup_module._clean_page
+
+    def failing(conn, lo, hi, *rest):
+        if lo >= first_failing:
+            raise RuntimeError("the database went away")
+        return real_page(conn, lo, hi, *rest)
+
+    monkeypatch.setattr(cleanup_module, "_clean_page", failing)
+    return real_page

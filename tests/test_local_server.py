@@ -18,7 +18,7 @@ import pytest
 from botocore.credentials import Credentials as BotoCredentials
 from sqlalchemy import func, insert, select, text
 
-from helpers import add_users, express, put_session
+from helpers import add_users, cleanup_fails_from_user, express, put_session
 from tokenmigration.cli.api import ApiClient, cmd_api
 from tokenmigration.cli.main import build_parser, main
 from tokenmigration.db.schema import ledger_tokens, tokens
@@ -272,14 +272,7 @@ def test_api_cleanup_calls_again_until_the_walk_is_complete(server, pg_engine, m
     dry = json.loads(text)
     assert (dry["dry_run"], dry["complete"], dry["cleaned_items"], dry["details"]["ledger_rows"]) == (True, True, 5, 5)
     assert "in 3 calls" in dry["message"]
-    real_page = cleanup_module._clean_page
-
-    def fails_from_user_3(conn, lo, hi, *rest):
-        if lo >= 3:
-            raise RuntimeError("the database went away")
-        return real_page(conn, lo, hi, *rest)
-
-    monkeypatch.setattr(cleanup_module, "_clean_page", fails_from_user_3)
+    real_page = cleanup_fails_from_user(monkeypatch, 3)
     code, text = run_cli(server, "cleanup")
     assert code != 0
     assert "cleanup stopped after 1 call(s) that removed 2 items, up to user 2; run it again to go on" in \

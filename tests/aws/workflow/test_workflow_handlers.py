@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from stack import ROOT, AwsStack, load_event
 
-from helpers import add_users
+from helpers import add_users, cleanup_fails_from_user
 from tokenmigration.aws.context import services
 from tokenmigration.workflow.errors import InvalidStepInput
 
@@ -358,14 +358,7 @@ def test_a_scheduled_cleanup_that_dies_midway_keeps_the_place_of_its_last_commit
     with pg_engine.begin() as conn:
         conn.execute(tokens.delete())
     monkeypatch.setattr(cleanup_module, "PAGE_USERS", 2)
-    real_page = cleanup_module._clean_page
-
-    def dies_on_the_second_page(conn, lo, hi, *rest):
-        if lo >= 3:
-            raise RuntimeError("the database went away")
-        return real_page(conn, lo, hi, *rest)
-
-    monkeypatch.setattr(cleanup_module, "_clean_page", dies_on_the_second_page)
+    real_page = cleanup_fails_from_user(monkeypatch, 3)  # dies on the second page
     with pytest.raises(RuntimeError, match="went away"):
         aws_stack.invoke("scheduled_cleanup", load_event("scheduled_cleanup"))
     place = CleanupPlace(aws_stack.ledger.client, aws_stack.ledger.table_name)
