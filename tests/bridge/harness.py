@@ -235,7 +235,7 @@ class Browser:
         self.driver.find_element(By.ID, "login").click()
         # click() does not wait for the form's POST and redirect: wait until the form page is gone.
         wait = WebDriverWait(self.driver, NAVIGATION_LIMIT)
-        wait.until(expected_conditions.staleness_of(form_page))
+        wait.until(lambda _driver: _is_gone(form_page))
         wait.until(expected_conditions.presence_of_element_located((By.ID, "who")))
         return self.who()
 
@@ -254,3 +254,20 @@ class Browser:
 
     def quit(self) -> None:
         self.driver.quit()
+
+
+def _is_gone(element) -> bool:
+    """Whether a page's element went with its page. Mid-navigation chromedriver may answer "Node with given id
+    does not belong to the document" (an unknown error, not StaleElementReferenceException, so Selenium's
+    staleness_of raised it and failed the test): that too means the old document is gone."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        if "does not belong to the document" in str(error):
+            return True
+        raise
+    return False
