@@ -13,9 +13,9 @@ import contextlib
 import time
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, Integer, TextClause, column, text
 
-from tokenmigration.db.schema import ledger_failures, users
+from tokenmigration.db.schema import Timestamp
 from tokenmigration.engine.clock import iso
 
 # Above this many users (the planner's estimate) bounded stats do not try to count: a count would take long,
@@ -52,13 +52,10 @@ _COUNT_FAILURES = "SELECT count(*) FROM token_migration_failures"
 
 def _counted(conn: Connection, limit: float | None) -> dict[str, Any]:
     with conn.begin():
-        if limit is None:
-            (total, migrated, last), failed = conn.execute(select(
-                func.count(), func.count(users.c.migrated_to_sanctum_at), func.max(users.c.migrated_to_sanctum_at),
-            ).select_from(users)).one(), conn.execute(select(func.count()).select_from(ledger_failures)).scalar_one()
-        else:
-            total, migrated, last = conn.execute(_limited(conn, limit, _COUNT_USERS)).one()
-            failed = conn.execute(_limited(conn, limit, _COUNT_FAILURES)).scalar_one()
+        # Typed, so every driver's timestamp (SQLite's is text) comes back as a datetime.
+        total, migrated, last = conn.execute(_limited(conn, limit, _COUNT_USERS).columns(
+            column("total", Integer), column("migrated", Integer), column("last", Timestamp))).one()
+        failed = conn.execute(_limited(conn, limit, _COUNT_FAILURES)).scalar_one()
     return {
         "total_users": total,
         "migrated_users": migrated,
@@ -119,9 +116,11 @@ def _estimated_rows(conn: Connection, table: str) -> int | None:
     return value
 
 
-def _limited(conn: Connection, limit: float, sql: str):
-    """``sql`` cancelled by the server after ``limit`` seconds: PostgreSQL's statement_timeout for this
-    transaction, MariaDB's max_statement_time for this statement, MySQL 8's MAX_EXECUTION_TIME hint."""
+def _limited(conn: Connection, limit: float | None, sql: str) -> TextClause:
+    """``sql`` cancelled by the server after ``limit`` seconds (None: no limit): PostgreSQL's statement_timeout
+    for this transaction, MariaDB's max_statement_time for this statement, MySQL 8's MAX_EXECUTION_TIME hint."""
+    if limit is None:
+        return text(sql)
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"SET LOCAL statement_timeout = {max(1, int(limit * 1000))}"))
         return text(sql)
