@@ -396,6 +396,6 @@ def scheduled_cleanup(services: Services, dry_run: bool = False,
                          has_expires_at=services.migrator.has_expires_at,
                          session_store=services.migrator.session_store, after_user_id=after, deadline=deadline,
                          on_page=lambda user_id: place.save(user_id, at=iso(utcnow())))
-    if not dry_run:
-        place.save(report["resume_after_user_id"], at=iso(utcnow()))
+    if report["complete"] and not dry_run:  # an unfinished walk's place was saved with its last page
+        place.save(None, at=iso(utcnow()))
     return {**report, "started_after_user_id": after}
