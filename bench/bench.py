@@ -390,7 +390,8 @@ def server_pid(admin: Engine) -> int:
             pid_file = str(conn.execute(text("SELECT @@pid_file")).scalar_one())
             return int(Path(pid_file).read_text().split()[0])
         backend = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
-    return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its ppid
+        # Read while the connection is open: the admin engine does not pool, so the backend exits with it.
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its ppid
 
 
 def thread_cpu() -> float:
