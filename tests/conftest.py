@@ -17,10 +17,9 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from helpers import reset_database
 from tokenmigration.config import Settings
 from tokenmigration.db.connection import make_engine
-from tokenmigration.db.schema import laravel_metadata, own_metadata
-from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.engine.migrator import Migrator
 
 PG_SERVER = os.environ.get("TEST_PG_SERVER_URL", "postgresql+pg8000://postgres@127.0.0.1:5432/postgres")
@@ -69,12 +68,6 @@ def redis_url() -> str:
     return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-def _reset(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for table in reversed(own_metadata.sorted_tables + laravel_metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-    create_laravel_tables(engine)
-    upgrade(engine)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +79,7 @@ def _pg_engine(pg_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def pg_engine(_pg_engine: Engine) -> Engine:
-    _reset(_pg_engine)
+    reset_database(_pg_engine)
     return _pg_engine
 
 
@@ -99,14 +92,14 @@ def _mysql_engine(mysql_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def mysql_engine(_mysql_engine: Engine) -> Engine:
-    _reset(_mysql_engine)
+    reset_database(_mysql_engine)
     return _mysql_engine
 
 
 @pytest.fixture
 def sqlite_engine(tmp_path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'laravel.sqlite'}")
-    _reset(engine)
+    reset_database(engine)
     yield engine
     engine.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from sqlalchemy import Engine, insert, select, text
 
@@ -70,3 +71,69 @@ def cleanup_fails_from_user(monkeypatch, first_failing: int):
 
     monkeypatch.setattr(cleanup_module, "_clean_page", failing)
     return real_page
+
+
+def ledgered_token_rows(conn) -> list[tuple[int, int, str]]:
+    """(user_id, token_id, run_id) of every token the ledger names, per-token and packed rows alike."""
+    from tokenmigration.db.schema import ledger_packed, ledger_tokens
+
+    rows = [(int(u), int(t), r) for u, t, r in conn.execute(
+        select(ledger_tokens.c.user_id, ledger_tokens.c.token_id, ledger_tokens.c.run_id))]
+    rows += [(int(u), int(t), r) for u, t, r in conn.execute(
+        select(ledger_packed.c.user_id, ledger_packed.c.token_id, ledger_packed.c.run_id)
+        .where(ledger_packed.c.token_id.is_not(None)))]
+    return sorted(rows)
+
+
+def ledgered_session_rows(conn) -> list[tuple[int, str, str | None, str]]:
+    """(user_id, session_id, source_hash, run_id) of every session row the ledger names, per-session and
+    packed rows alike. Read from the tables and split here, not through engine/ledger.py, so tests built on
+    it check that reader too."""
+    from tokenmigration.db.schema import ledger_packed, ledger_sessions
+
+    rows = [(int(u), s, h, r) for u, s, h, r in conn.execute(
+        select(ledger_sessions.c.user_id, ledger_sessions.c.session_id, ledger_sessions.c.source_hash,
+               ledger_sessions.c.run_id))]
+    for packed in conn.execute(select(ledger_packed).where(ledger_packed.c.session_ids.is_not(None))):
+        ids, hashes = packed.session_ids.split(","), packed.source_hashes.split(",")
+        assert len(ids) == len(hashes), f"user {packed.user_id}: {len(ids)} sessions, {len(hashes)} hashes"
+        rows += [(int(packed.user_id), sid, sh, packed.run_id) for sid, sh in zip(ids, hashes, strict=True)]
+    return sorted(rows)
+
+
+class _LedgeredSession(NamedTuple):
+    user_id: int
+    session_id: str
+    run_id: str
+    source_hash: str | None
+    created_at: datetime
+
+
+def ledgered_sessions_of(conn, user_id: int) -> list[_LedgeredSession]:
+    """The session rows the ledger names for one user, per-session and packed rows alike, each with every
+    column of ``token_migration_sessions`` (user_id, session_id, run_id, source_hash, created_at) as
+    attributes; a packed row counts as one row per session it names, stamped with the packed row's run and
+    time, which is what unpacking it would write."""
+    from tokenmigration.db.schema import ledger_packed, ledger_sessions
+
+    rows = list(conn.execute(select(ledger_sessions).where(ledger_sessions.c.user_id == user_id)))
+    for packed in conn.execute(select(ledger_packed).where(ledger_packed.c.user_id == user_id,
+                                                           ledger_packed.c.session_ids.is_not(None))):
+        ids = packed.session_ids.split(",")
+        hashes = packed.source_hashes.split(",") if packed.source_hashes is not None else [None] * len(ids)
+        assert len(hashes) == len(ids), f"packed row of user {user_id} names {len(ids)} sessions, {len(hashes)} hashes"
+        rows += [_LedgeredSession(packed.user_id, sid, packed.run_id, sh, packed.created_at)
+                 for sid, sh in zip(ids, hashes, strict=True)]
+    return sorted((_LedgeredSession(*row) for row in rows), key=lambda r: (r.session_id, r.run_id))
+
+
+def reset_database(engine: Engine) -> None:
+    """Drop every table this tool and Laravel have, then create them again as `db upgrade` leaves them."""
+    from tokenmigration.db.schema import laravel_metadata, own_metadata
+    from tokenmigration.db.upgrade import create_laravel_tables, upgrade
+
+    with engine.begin() as conn:
+        for table in reversed(own_metadata.sorted_tables + laravel_metadata.sorted_tables):
+            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
+    create_laravel_tables(engine)
+    upgrade(engine)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from helpers import add_app_token, add_users, express, put_session, snapshot
-from tokenmigration.db.schema import ledger_sessions, sessions, tokens, users
+from helpers import add_app_token, add_users, express, ledgered_session_rows, put_session, snapshot
+from tokenmigration.db.schema import sessions, tokens, users
 from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.results import session_fingerprint
 from tokenmigration.engine.session_index import IndexedSession
@@ -28,12 +28,13 @@ def total(results, name: str) -> int:
 def carried(engine) -> dict[str, tuple[int, str]]:
     """source hash -> (user id, Laravel session id), asserting one ledger row and one usable row per source."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(ledger_sessions.c.source_hash, ledger_sessions.c.user_id, sessions.c.id, sessions.c.user_id,
-                   sessions.c.payload)
-            .join(sessions, sessions.c.id == ledger_sessions.c.session_id)
-        ).all()
-        ledgered = conn.execute(select(func.count()).select_from(ledger_sessions)).scalar_one()
+        ledger_rows = ledgered_session_rows(conn)  # both forms: per-session rows and a run's packed rows
+        found = {session_id: (owner, payload) for session_id, owner, payload in conn.execute(
+            select(sessions.c.id, sessions.c.user_id, sessions.c.payload)
+            .where(sessions.c.id.in_([session_id for _, session_id, _, _ in ledger_rows])))}
+    rows = [(source, ledger_user, session_id, *found[session_id])
+            for ledger_user, session_id, source, _ in ledger_rows if session_id in found]
+    ledgered = len(ledger_rows)
     assert ledgered == len(rows)  # no ledger row without its session row
     out: dict[str, tuple[int, str]] = {}
     for source, ledger_user, session_id, owner, payload in rows:

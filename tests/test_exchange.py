@@ -20,8 +20,17 @@ from urllib.parse import quote, urlencode
 import pytest
 from sqlalchemy import delete, event, func, select, update
 
-from helpers import add_app_token, add_users, express, put_session, snapshot
-from tokenmigration.db.schema import ledger_sessions, ledger_tokens, sessions, tokens, users
+from helpers import (
+    add_app_token,
+    add_users,
+    express,
+    ledgered_session_rows,
+    ledgered_sessions_of,
+    ledgered_token_rows,
+    put_session,
+    snapshot,
+)
+from tokenmigration.db.schema import sessions, tokens, users
 from tokenmigration.engine.clock import utcnow
 from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.verify import token_verifies, verify_migrated
@@ -125,15 +134,17 @@ def laravel_session_from(result, engine, lifetime_minutes: int = 120):
 
 def migration_tokens(engine, user_id):
     with engine.connect() as conn:
+        ledgered = [token_id for _, token_id, _ in ledgered_token_rows(conn)]
         return conn.execute(
             select(tokens.c.id).where(tokens.c.tokenable_id == user_id,
-                                      tokens.c.id.in_(select(ledger_tokens.c.token_id))).order_by(tokens.c.id)
+                                      tokens.c.id.in_(ledgered)).order_by(tokens.c.id)
         ).scalars().all()
 
 
-def ledger_rows(engine, table, user_id):
+def ledger_rows(engine, user_id):
+    """The user's session rows in the ledger, in either form (one per session, or packed per user by a run)."""
     with engine.connect() as conn:
-        return conn.execute(select(table).where(table.c.user_id == user_id)).all()
+        return ledgered_sessions_of(conn, user_id)
 
 
 # --- success paths ---------------------------------------------------------------------------------
@@ -153,7 +164,7 @@ def test_cookie_signed_with_any_configured_secret(service, db_engine, redis_clie
         user = conn.execute(select(users).where(users.c.id == 7)).one()
     assert user.migration_token_id == result.token_id and user.migrated_to_sanctum_at is not None
     row = laravel_session_from(result, db_engine)
-    [ledgered] = ledger_rows(db_engine, ledger_sessions, 7)
+    [ledgered] = ledger_rows(db_engine, 7)
     assert (ledgered.session_id, ledgered.run_id) == (row.id, "exchange")
     assert ledgered.source_hash == hashlib.sha256(sid.encode()).hexdigest()
     assert all(c.ok for c in verify_migrated(db_engine, service.settings))
@@ -198,7 +209,7 @@ def test_insecure_cookie_setting_and_no_app_key(xsettings, db_engine, redis_clie
     _, result = exchange_cookie(service, redis_client, 2)
     assert result.set_cookie is None and "Set-Cookie" not in result.headers()
     assert token_verifies(db_engine, result.access_token)
-    assert len(ledger_rows(db_engine, ledger_sessions, 2)) == 1  # the migration still carries the session
+    assert len(ledger_rows(db_engine, 2)) == 1  # the migration still carries the session
 
 
 def test_json_session_serialization(xsettings, db_engine, redis_client):
@@ -230,7 +241,7 @@ def test_retries_end_with_one_working_token(service, db_engine, redis_client):
         assert conn.execute(select(users.c.migration_token_id).where(users.c.id == 5)).scalar_one() == first.token_id
     # the same Express session keeps naming the same Laravel session
     rows = {laravel_session_from(r, db_engine).id for r in (first, second, third)}
-    assert len(rows) == 1 and len(ledger_rows(db_engine, ledger_sessions, 5)) == 1
+    assert len(rows) == 1 and len(ledger_rows(db_engine, 5)) == 1
     assert all(c.ok for c in verify_migrated(db_engine, service.settings))
 
 
@@ -265,7 +276,7 @@ def test_bulk_migrated_user_then_exchanges(service, xmigrator, db_engine, redis_
         assert conn.execute(select(users.c.migration_token_id).where(users.c.id == 2)).scalar_one() == token_id
     assert migration_tokens(db_engine, 2) == [token_id]
     assert laravel_session_from(result, db_engine).id == bulk_session  # the row migrated from this session
-    assert [r.run_id for r in ledger_rows(db_engine, ledger_sessions, 2)] == ["run-1"]
+    assert [r.run_id for r in ledger_rows(db_engine, 2)] == ["run-1"]
 
 
 def test_migrated_user_with_a_new_express_session_gets_a_ledgered_row(service, xmigrator, db_engine, redis_client):
@@ -275,13 +286,13 @@ def test_migrated_user_with_a_new_express_session_gets_a_ledgered_row(service, x
     result = service.exchange(cookie_request(service, wire_cookie(sid)))
     row = laravel_session_from(result, db_engine)
     assert (row.ip_address, row.user_agent) == ("2001:db8::5", "Safari")
-    [ledgered] = ledger_rows(db_engine, ledger_sessions, 2)
+    [ledgered] = ledger_rows(db_engine, 2)
     assert (ledgered.session_id, ledgered.run_id, ledgered.source_hash) == (
         row.id, "exchange", hashlib.sha256(sid.encode()).hexdigest())
     # another Express session of the same user gets its own row
     other = service.exchange(cookie_request(service, wire_cookie(live_session(redis_client, 2))))
     assert laravel_session_from(other, db_engine).id != row.id
-    assert len(ledger_rows(db_engine, ledger_sessions, 2)) == 2
+    assert len(ledger_rows(db_engine, 2)) == 2
 
 
 def test_stale_or_reassigned_laravel_rows_are_not_handed_out(service, db_engine, redis_client):
@@ -302,7 +313,7 @@ def test_stale_or_reassigned_laravel_rows_are_not_handed_out(service, db_engine,
     assert fourth.id not in (first.id, second.id, third.id)
     # Every row it made that still exists is in the ledger: the expired one and the one Laravel deleted went
     # (one row per Express session), the one Laravel gave user 9 stays ledgered for rollback.
-    ledgered = {r.session_id for r in ledger_rows(db_engine, ledger_sessions, 1)}
+    ledgered = {r.session_id for r in ledger_rows(db_engine, 1)}
     assert ledgered == {second.id, fourth.id}
     with db_engine.connect() as conn:
         assert conn.execute(select(sessions.c.id).where(sessions.c.id == first.id)).first() is None
@@ -340,7 +351,7 @@ def test_concurrent_exchanges_of_a_fresh_user(service, db_engine, redis_client):
     assert sorted(r.migrated_now for r in results) == [False, True]
     assert sum(token_verifies(db_engine, r.access_token) for r in results) == 1
     assert len(migration_tokens(db_engine, 8)) == 1
-    assert len(ledger_rows(db_engine, ledger_sessions, 8)) == 1
+    assert len(ledger_rows(db_engine, 8)) == 1
 
 
 # --- refusals --------------------------------------------------------------------------------------
@@ -466,7 +477,7 @@ def test_a_user_holding_app_tokens_gets_a_migration_token_minted_now(service, db
         holders = conn.execute(select(tokens.c.id).where(tokens.c.tokenable_id == 4)).scalars().all()
     assert sorted(holders) == sorted([app_token, first.token_id])  # the app's token untouched
     assert laravel_session_from(first, db_engine).id == laravel_session_from(again, db_engine).id
-    assert len(ledger_rows(db_engine, ledger_sessions, 4)) == 1
+    assert len(ledger_rows(db_engine, 4)) == 1
 
 
 def test_a_holder_whose_session_a_run_carried_gets_that_row(service, xmigrator, db_engine, redis_client):
@@ -476,11 +487,11 @@ def test_a_holder_whose_session_a_run_carried_gets_that_row(service, xmigrator, 
     for chunk in xmigrator.plan("run-1", 10).chunks:
         result = xmigrator.migrate_chunk(chunk, "run-1")
         assert (result.skipped_users, result.sessions_migrated) == (1, 1)  # skipped for the token only
-    (carried,) = ledger_rows(db_engine, ledger_sessions, 4)
+    (carried,) = ledger_rows(db_engine, 4)
     exchanged = service.exchange(cookie_request(service, wire_cookie(sid)))
     assert token_verifies(db_engine, exchanged.access_token)
     assert laravel_session_from(exchanged, db_engine).id == carried.session_id
-    assert ledger_rows(db_engine, ledger_sessions, 4) == [carried]
+    assert ledger_rows(db_engine, 4) == [carried]
 
 
 def test_a_revoked_or_expired_migration_token_is_not_reissued(service, db_engine, redis_client):
@@ -607,9 +618,8 @@ def test_whole_rollback_after_exchanges_restores_everything(service, xmigrator, 
     for chunk in xmigrator.plan_rollback(2):
         xmigrator.rollback_chunk(chunk)
     assert snapshot(db_engine) == before
-    for table in (ledger_tokens, ledger_sessions):
-        with db_engine.connect() as conn:
-            assert conn.execute(select(func.count()).select_from(table)).scalar_one() == 0
+    with db_engine.connect() as conn:
+        assert ledgered_token_rows(conn) == [] and ledgered_session_rows(conn) == []
 
 
 def test_per_user_rollback_after_exchanges_restores_everything(service, xmigrator, db_engine, redis_client):

@@ -14,9 +14,9 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from helpers import add_users, express, put_session, snapshot
+from helpers import add_users, express, ledgered_session_rows, put_session, snapshot
 from tokenmigration.config import ConfigError, Settings
-from tokenmigration.db.schema import ledger_sessions, sessions
+from tokenmigration.db.schema import sessions
 from tokenmigration.engine.cleanup import cleanup
 from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.session_index import IndexedSession
@@ -79,7 +79,7 @@ def test_migrate_verify_and_roll_back_on_every_target(tmigrator, db_engine, redi
     assert sorted(a[LOGIN_WEB_KEY] for a in found.values()) == [1, 1, 3]
     assert all(len(a["_token"]) == 40 for a in found.values())
     with db_engine.connect() as conn:
-        assert set(conn.execute(select(ledger_sessions.c.session_id)).scalars()) == set(found)
+        assert {sid for _, sid, _, _ in ledgered_session_rows(conn)} == set(found)
     assert all(c.ok for c in verify_migrated(db_engine, tmigrator.settings, tmigrator.session_store))
     # A retry of a committed chunk writes nothing more.
     tmigrator.migrate_chunk(plan.chunks[0], "run-1")
@@ -131,7 +131,7 @@ def test_exchange_reuses_the_migrated_session_and_replaces_a_gone_one(tmigrator,
     assert fresh != migrated and list(laravel_sessions(tmigrator, redis_client)) == [fresh]
     assert tmigrator.session_for_express_session(entry, "exchange") == fresh
     with db_engine.connect() as conn:  # the gone session's ledger row went with it
-        assert set(conn.execute(select(ledger_sessions.c.session_id)).scalars()) == {fresh}
+        assert {sid for _, sid, _, _ in ledgered_session_rows(conn)} == {fresh}
     # Laravel's GC (database) or Redis's expiry took the new one too: cleanup drops its ledger row.
     if tmigrator.settings.laravel_session_driver == "database":
         with db_engine.begin() as conn:
@@ -140,7 +140,7 @@ def test_exchange_reuses_the_migrated_session_and_replaces_a_gone_one(tmigrator,
         redis_client.delete(PREFIX + fresh)
     done = cleanup(db_engine, tmigrator.settings, session_store=tmigrator.session_store)
     with db_engine.connect() as conn:
-        assert set(conn.execute(select(ledger_sessions.c.session_id)).scalars()) == set()
+        assert {sid for _, sid, _, _ in ledgered_session_rows(conn)} == set()
     assert done["details"]["ledger_rows"] == 1 and done["details"]["stale_sessions"] == 0
 
 
@@ -183,8 +183,7 @@ def test_redis_driver_cleanup_reads_the_ledger_a_page_at_a_time(settings, db_eng
             put_session(redis_client, sid, express(uid))
     [migrator.migrate_chunk(c, "run-1") for c in migrator.plan("run-1", 10).chunks]
     with db_engine.connect() as conn:
-        ledgered = list(conn.execute(select(ledger_sessions.c.user_id, ledger_sessions.c.session_id)
-                                     .order_by(ledger_sessions.c.user_id, ledger_sessions.c.session_id)))
+        ledgered = [(uid, sid) for uid, sid, _, _ in ledgered_session_rows(conn)]
     assert len(ledgered) == 7
     gone = {sid for n, (_, sid) in enumerate(ledgered) if n in (1, 2, 3, 6)}  # straddles every page bound
     redis_client.delete(*(PREFIX + sid for sid in gone))
@@ -192,9 +191,9 @@ def test_redis_driver_cleanup_reads_the_ledger_a_page_at_a_time(settings, db_eng
 
     dry = cleanup(db_engine, migrator.settings, dry_run=True, session_store=migrator.session_store)
     with db_engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(ledger_sessions)).scalar_one() == 7
+        assert len(ledgered_session_rows(conn)) == 7
     done = cleanup(db_engine, migrator.settings, session_store=migrator.session_store)
     with db_engine.connect() as conn:
-        left = set(conn.execute(select(ledger_sessions.c.session_id)).scalars())
+        left = {sid for _, sid, _, _ in ledgered_session_rows(conn)}
     assert left == {sid for _, sid in ledgered} - gone
     assert dry["details"]["ledger_rows"] == done["details"]["ledger_rows"] == 4

@@ -16,11 +16,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from helpers import add_users, express, put_session
-from tokenmigration.db.schema import ledger_sessions
+from helpers import add_users, express, ledgered_session_rows, put_session
 from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.session_index import IndexedSession
 from tokenmigration.formats.laravel_session import LOGIN_WEB_KEY, new_session_ids
@@ -88,7 +86,7 @@ def test_laravel_starts_every_session_we_wrote_and_logs_its_user_in(target, db_e
     # The exchange's path: a session of a migrated user the bulk run never saw.
     exchanged = migrator.session_for_express_session(IndexedSession("later", 2, None, None), "exchange-run")
     with db_engine.connect() as conn:
-        ours = dict(conn.execute(select(ledger_sessions.c.session_id, ledger_sessions.c.user_id)).all())
+        ours = {session_id: user_id for user_id, session_id, _, _ in ledgered_session_rows(conn)}
     assert sorted(ours.values()) == [1, 1, 2, 3] and exchanged in ours
     unknown = new_session_ids(1)[0]  # a well-formed id nobody wrote: Laravel must log nobody in
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from helpers import add_app_token, add_users, express, put_session, snapshot
+from helpers import add_app_token, add_users, express, ledgered_token_rows, put_session, snapshot
 from tokenmigration.db.schema import ledger_tokens, tokens, users
 
 
@@ -67,7 +67,7 @@ def test_unknown_user_is_404(api, stack, pg_engine):
         assert result.body == {"success": False, "message": "no user with id 999"}
     assert snapshot(pg_engine) == before  # nothing written for anyone
     with pg_engine.connect() as conn:
-        assert conn.execute(select(ledger_tokens)).first() is None
+        assert ledgered_token_rows(conn) == []
 
 
 def test_already_migrated_is_409(api, stack, pg_engine):

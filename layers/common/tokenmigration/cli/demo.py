@@ -23,12 +23,12 @@ from tokenmigration.db.connection import make_engine
 from tokenmigration.db.schema import (
     USER_LEDGERS,
     laravel_users,
-    ledger_sessions,
     sessions,
     tokens,
 )
 from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import DEMO_EMAIL_DOMAIN, seed
+from tokenmigration.engine import ledger
 from tokenmigration.engine.migrator import Migrator
 from tokenmigration.engine.reporting import stats
 from tokenmigration.engine.verify import Check, token_verifies, verify_migrated
@@ -71,11 +71,11 @@ def _clear_previous_demo(engine, redis, session_store=None) -> None:
                               "the demo only runs on an empty or demo database")
         demo_ids = select(laravel_users.c.id)
         if session_store is not None:  # the redis driver: the sessions an earlier demo carried are keys
-            session_store.delete_many(conn.execute(select(ledger_sessions.c.session_id)).scalars())
+            session_store.delete_many(conn.execute(ledger.session_ids(conn)).scalars())
         conn.execute(delete(tokens).where(tokens.c.tokenable_id.in_(demo_ids)))
         conn.execute(delete(sessions).where(sessions.c.user_id.in_(demo_ids)))
-        for ledger in USER_LEDGERS:
-            conn.execute(delete(ledger))
+        for table in USER_LEDGERS:
+            conn.execute(delete(table))
         conn.execute(delete(laravel_users))
     pipe = redis.pipeline(transaction=False)
     for key in redis.scan_iter(match=DEMO_PREFIX + "*", count=1000):

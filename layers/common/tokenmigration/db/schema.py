@@ -154,6 +154,25 @@ ledger_sessions = Table(
     **MYSQL_TABLE,
 )
 
+# What a bulk chunk created for one user, packed into one row: the migration token (NULL for a user
+# skipped for the token whose sessions were carried) and every Laravel session row made from the user's
+# Express sessions, as comma-joined ids and their source hashes in the same order. One row and one key
+# entry per user instead of one per token and one per session: a third of the ledger's write-ahead log.
+# Written by PostgreSQL bulk chunks only (engine/ledger.py reads it); the paths that work on one session
+# (exchange, bridge, rotation, cleanup of part of a user's sessions) first unpack the user's rows into
+# the two ledgers above.
+ledger_packed = Table(
+    "token_migration_users",
+    own_metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), primary_key=True),
+    Column("token_id", BigInteger, nullable=True),
+    Column("session_ids", Text, nullable=True),
+    Column("source_hashes", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    **MYSQL_TABLE,
+)
+
 # What each chunk of a rollback run removed, written in the chunk's own transaction: a chunk retried
 # after its commit finds nothing left to delete, and reports these counts instead of zeros.
 ledger_rollbacks = Table(
@@ -181,4 +200,4 @@ ledger_failures = Table(
 )
 
 # The ledgers keyed by user id: what a range of users owns in this tool's bookkeeping.
-USER_LEDGERS = (ledger_tokens, ledger_sessions, ledger_failures)
+USER_LEDGERS = (ledger_tokens, ledger_sessions, ledger_packed, ledger_failures)

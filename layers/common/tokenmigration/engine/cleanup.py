@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, update
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, or_, select, text, update
 
 from tokenmigration.config import Settings
 from tokenmigration.db.schema import (
     USER_LEDGERS,
     ledger_failures,
+    ledger_packed,
     ledger_rollbacks,
     ledger_sessions,
     ledger_tokens,
@@ -33,6 +34,7 @@ from tokenmigration.db.schema import (
     tokens,
     users,
 )
+from tokenmigration.engine import ledger
 from tokenmigration.engine.clock import utcnow
 from tokenmigration.engine.session_store import RedisSessionStore
 
@@ -137,7 +139,7 @@ def _next_user(conn: Connection, after: int | None) -> int | None:
 def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
                 session_store: RedisSessionStore | None) -> dict[str, int]:
     in_page = {t: t.c.user_id.between(lo, hi) for t in USER_LEDGERS}
-    ours = tokens.c.id.in_(select(ledger_tokens.c.token_id).where(in_page[ledger_tokens]))
+    ours = tokens.c.id.in_(ledger.token_ids(conn, lo, hi))
     # Ledger rows whose row is gone (Laravel's own GC, a logout, a regenerated id) undo nothing.
     orphan_tokens = ~exists().where(tokens.c.id == ledger_tokens.c.token_id)
     orphan_sessions = ~exists().where(sessions.c.id == ledger_sessions.c.session_id)
@@ -152,18 +154,109 @@ def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
         # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
         done["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*rules.expired))).rowcount
     if session_store is None:
-        our_sessions = sessions.c.id.in_(select(ledger_sessions.c.session_id).where(in_page[ledger_sessions]))
+        our_sessions = sessions.c.id.in_(ledger.session_ids(conn, lo, hi))
         done["stale_sessions"] = conn.execute(
             delete(sessions).where(our_sessions, sessions.c.last_activity < rules.stale_before)).rowcount
         gone_sessions = conn.execute(
             delete(ledger_sessions).where(in_page[ledger_sessions], orphan_sessions)).rowcount
+        if ledger.packs(conn):
+            gone_sessions += _drop_gone_packed_rows(conn, lo, hi)
     else:
         done["stale_sessions"] = 0
         gone_sessions = _drop_gone_keys(conn, session_store, lo, hi)
-    done["ledger_rows"] = conn.execute(
-        delete(ledger_tokens).where(in_page[ledger_tokens], orphan_tokens)).rowcount + gone_sessions
+        if ledger.packs(conn):
+            gone_sessions += _drop_gone_packed_keys(conn, session_store, lo, hi)
+    gone_tokens = conn.execute(delete(ledger_tokens).where(in_page[ledger_tokens], orphan_tokens)).rowcount
+    if ledger.packs(conn):
+        gone_tokens += _drop_gone_packed_tokens(conn, lo, hi)
+    done["ledger_rows"] = gone_tokens + gone_sessions
     done["settled_failures"] = conn.execute(delete(ledger_failures).where(in_page[ledger_failures], settled)).rowcount
     return done
+
+
+# Packed rows (engine/ledger.py) lose the entries whose token or session is gone, entry by entry, as the
+# per-row ledgers lose rows; a packed row left with neither token nor sessions goes. Counted in entries, so
+# ``ledger_rows`` means the same whichever form the ledger took.
+_KEEP_ALIVE_SESSIONS = text("""
+    WITH entries AS (
+        SELECT p.user_id, p.run_id, s.session_id, s.source_hash, s.n,
+               EXISTS (SELECT 1 FROM sessions WHERE sessions.id = s.session_id) AS alive
+        FROM token_migration_users p,
+             unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
+                 WITH ORDINALITY AS s(session_id, source_hash, n)
+        WHERE p.user_id BETWEEN :lo AND :hi AND p.session_ids IS NOT NULL
+    ), changed AS (
+        SELECT user_id, run_id,
+               string_agg(session_id, ',' ORDER BY n) FILTER (WHERE alive) AS ids,
+               string_agg(source_hash, ',' ORDER BY n) FILTER (WHERE alive) AS hashes,
+               count(*) FILTER (WHERE NOT alive) AS gone
+        FROM entries GROUP BY user_id, run_id HAVING bool_or(NOT alive)
+    )
+    UPDATE token_migration_users p SET session_ids = c.ids, source_hashes = c.hashes
+    FROM changed c WHERE p.user_id = c.user_id AND p.run_id = c.run_id
+    RETURNING c.gone
+""")
+_KEEP_SESSIONS = text("""
+    UPDATE token_migration_users p SET session_ids = NULLIF(k.ids, ''), source_hashes = NULLIF(k.hashes, '')
+    FROM unnest(CAST(string_to_array(:users, ',') AS bigint[]), string_to_array(:runs, ','),
+                string_to_array(:ids, ';'), string_to_array(:hashes, ';')) AS k(user_id, run_id, ids, hashes)
+    WHERE p.user_id = k.user_id AND p.run_id = k.run_id
+""")
+
+
+def _drop_gone_packed_rows(conn: Connection, lo: int, hi: int) -> int:
+    gone = sum(int(n) for (n,) in conn.execute(_KEEP_ALIVE_SESSIONS, {"lo": lo, "hi": hi}))
+    _drop_empty_packed_rows(conn, lo, hi)
+    return gone
+
+
+def _drop_gone_packed_tokens(conn: Connection, lo: int, hi: int) -> int:
+    gone = conn.execute(update(ledger_packed).where(
+        ledger_packed.c.user_id.between(lo, hi), ledger_packed.c.token_id.is_not(None),
+        ~exists().where(tokens.c.id == ledger_packed.c.token_id)).values(token_id=None)).rowcount
+    _drop_empty_packed_rows(conn, lo, hi)
+    return gone
+
+
+def _drop_empty_packed_rows(conn: Connection, lo: int, hi: int) -> None:
+    conn.execute(delete(ledger_packed).where(ledger_packed.c.user_id.between(lo, hi),
+                                             ledger_packed.c.token_id.is_(None),
+                                             ledger_packed.c.session_ids.is_(None)))
+
+
+def _drop_gone_packed_keys(conn: Connection, session_store: RedisSessionStore, lo: int, hi: int) -> int:
+    """``_drop_gone_keys`` for packed rows: LEDGER_PAGE rows at a time in key order."""
+    user_id, run_id = ledger_packed.c.user_id, ledger_packed.c.run_id
+    removed, after = 0, None
+    while True:
+        page = select(user_id, run_id, ledger_packed.c.session_ids, ledger_packed.c.source_hashes).where(
+            user_id.between(lo, hi), ledger_packed.c.session_ids.is_not(None)).order_by(user_id, run_id) \
+            .limit(LEDGER_PAGE)
+        if after is not None:
+            page = page.where(or_(user_id > after[0], and_(user_id == after[0], run_id > after[1])))
+        rows = conn.execute(page).all()
+        if not rows:
+            break
+        alive = session_store.existing([sid for row in rows for sid in row.session_ids.split(",")])
+        kept = []
+        for row in rows:
+            pairs = list(zip(row.session_ids.split(","), row.source_hashes.split(","), strict=True))
+            live = [(sid, sh) for sid, sh in pairs if sid in alive]
+            if len(live) < len(pairs):
+                removed += len(pairs) - len(live)
+                kept.append((row.user_id, row.run_id, live))
+        if kept:
+            conn.execute(_KEEP_SESSIONS, {
+                "users": ",".join(str(int(uid)) for uid, _, _ in kept),
+                "runs": ",".join(run for _, run, _ in kept),
+                "ids": ";".join(",".join(sid for sid, _ in live) for _, _, live in kept),
+                "hashes": ";".join(",".join(sh for _, sh in live) for _, _, live in kept),
+            })
+        if len(rows) < LEDGER_PAGE:
+            break
+        after = (rows[-1].user_id, rows[-1].run_id)
+    _drop_empty_packed_rows(conn, lo, hi)
+    return removed
 
 
 def _drop_gone_keys(conn: Connection, session_store: RedisSessionStore, lo: int, hi: int) -> int:

@@ -33,13 +33,12 @@ from tokenmigration.db.schema import (
     ledger_failures,
     ledger_rollbacks,
     ledger_sessions,
-    ledger_tokens,
     sessions,
     tokens,
     users,
 )
 from tokenmigration.db.upgrade import check_upgraded, token_columns
-from tokenmigration.engine import errors
+from tokenmigration.engine import errors, ledger
 from tokenmigration.engine.clock import utcnow
 from tokenmigration.engine.index_room import check_index_room
 from tokenmigration.engine.results import (
@@ -175,6 +174,8 @@ class Migrator:
         self._redis_sessions = settings.laravel_session_driver == "redis"
         self._session_store: RedisSessionStore | None = None
         self._is_pg = engine.dialect.name == "postgresql"
+        # Bulk chunks write one ledger row per user (engine/ledger.py) where that is read back set-based.
+        self._packed_ledger = self._is_pg
         self._is_mysql = is_mysql(engine)
         self._has_expires_at: bool | None = None
 
@@ -313,13 +314,8 @@ class Migrator:
         A chunk retried after its transaction committed sees its own users as already migrated;
         the ledger knows they were this run's, so every attempt reports the same counts.
         """
-        def this_run(ledger):
-            return (select(func.count()).select_from(ledger)
-                    .where(ledger.c.user_id.between(chunk.lo, chunk.hi), ledger.c.run_id == run_id)
-                    .scalar_subquery())
-
         with self.engine.connect() as conn:
-            migrated, carried = conn.execute(select(this_run(ledger_tokens), this_run(ledger_sessions))).one()
+            migrated, carried = ledger.run_counts(conn, chunk.lo, chunk.hi, run_id)
         earlier = migrated - result.migrated_users  # migrated by an earlier attempt of this run
         if earlier > 0 and result.skip_reasons[SKIP_ALREADY_MIGRATED]:
             result.skipped_users -= earlier
@@ -454,11 +450,9 @@ class Migrator:
     def _carried_sources(conn: Connection, found: list[IndexedSession]) -> set[tuple[int, str]]:
         """(user id, source hash) of the ledgered rows of these sessions' users: sessions already carried."""
         user_ids = sorted({e.user_id for e in found})
-        rows = conn.execute(
-            select(ledger_sessions.c.user_id, ledger_sessions.c.source_hash)
-            .where(ledger_sessions.c.user_id.between(user_ids[0], user_ids[-1]),
-                   ledger_sessions.c.source_hash.is_not(None))
-        )
+        ledgered = ledger.session_rows(conn, user_ids[0], user_ids[-1])
+        rows = conn.execute(select(ledgered.c.user_id, ledgered.c.source_hash)
+                            .where(ledgered.c.source_hash.is_not(None)))
         return {(int(uid), sh) for uid, sh in rows}
 
     def _write(self, conn, outcome, candidates, found, hashes, run_id, keep_plaintext) -> None:
@@ -489,6 +483,7 @@ class Migrator:
             has_expires_at=self._has_expires_at,
             payloads=self._payloads,
             want_token_ids=outcome.want_token_ids,
+            packed_ledger=self._packed_ledger and not outcome.want_token_ids,
             session_table=not self._redis_sessions,
         )
         outcome.token_ids.update(self._sql.write(conn, ctx, token_batch, session_batch))
@@ -551,7 +546,7 @@ class Migrator:
             tokens.c.id == select(users.c.migration_token_id).where(users.c.id == user_id).scalar_subquery(),
             tokens.c.tokenable_type == s.sanctum_tokenable_type,
             tokens.c.tokenable_id == user_id,
-            tokens.c.id.in_(select(ledger_tokens.c.token_id).where(ledger_tokens.c.user_id == user_id)),
+            tokens.c.id.in_(ledger.token_ids(self.engine, user_id, user_id)),
         ]
         if has_expires_at:
             conditions.append(or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now))
@@ -597,6 +592,8 @@ class Migrator:
                 raise errors.UnknownUser(f"no user with id {user_id}")
             if user.migrated_to_sanctum_at is None:
                 raise errors.NotMigrated(f"user {user_id} is not migrated")
+            # What follows finds, replaces and ledgers single sessions: the per-session form.
+            ledger.unpack(conn, user_id, user_id)
             if self._redis_sessions:
                 return self._redis_session_for(conn, entry, run_id, fingerprint, now)
             found = conn.execute(
@@ -719,8 +716,8 @@ class Migrator:
         return result
 
     def _rollback_range(self, conn: Connection, lo: int, hi: int, result: RollbackResult) -> None:
-        in_range_tokens = select(ledger_tokens.c.token_id).where(ledger_tokens.c.user_id.between(lo, hi))
-        in_range_sessions = select(ledger_sessions.c.session_id).where(ledger_sessions.c.user_id.between(lo, hi))
+        in_range_tokens = ledger.token_ids(conn, lo, hi)
+        in_range_sessions = ledger.session_ids(conn, lo, hi)
         result.tokens_revoked = conn.execute(delete(tokens).where(tokens.c.id.in_(in_range_tokens))).rowcount
         if self._redis_sessions:
             # The keys go before the ledger rows commit: a retry finds the ledger rows and deletes nothing twice.

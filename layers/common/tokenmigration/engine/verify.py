@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from tokenmigration.config import Settings
-from tokenmigration.db.schema import ledger_sessions, ledger_tokens, sessions, tokens, users
+from tokenmigration.db.schema import sessions, tokens, users
+from tokenmigration.engine import ledger
 from tokenmigration.engine.session_store import RedisSessionStore
 from tokenmigration.formats import sanctum
 from tokenmigration.formats.laravel_session import (
@@ -46,18 +47,19 @@ def verify_migrated(engine: Engine, settings: Settings, session_store: RedisSess
         our_tokens = conn.execute(
             select(tokens.c.id, tokens.c.tokenable_id, tokens.c.tokenable_type, tokens.c.name, tokens.c.token,
                    tokens.c.abilities, tokens.c.created_at)
-            .where(tokens.c.id.in_(select(ledger_tokens.c.token_id)))
+            .where(tokens.c.id.in_(ledger.token_ids(conn)))
         ).all()
         if session_store is None:
             our_sessions = conn.execute(
                 select(sessions.c.id, sessions.c.user_id, sessions.c.payload, users.c.id.label("owner"))
                 .outerjoin(users, users.c.id == sessions.c.user_id)
-                .where(sessions.c.id.in_(select(ledger_sessions.c.session_id)))
+                .where(sessions.c.id.in_(ledger.session_ids(conn)))
             ).all()
         else:
+            rows = ledger.session_rows(conn)
             ledgered = conn.execute(
-                select(ledger_sessions.c.session_id, ledger_sessions.c.user_id, users.c.id.label("owner"))
-                .outerjoin(users, users.c.id == ledger_sessions.c.user_id)
+                select(rows.c.session_id, rows.c.user_id, users.c.id.label("owner"))
+                .outerjoin(users, users.c.id == rows.c.user_id)
             ).all()
     checks: list[Check] = []
     token_users = [t.tokenable_id for t in our_tokens]

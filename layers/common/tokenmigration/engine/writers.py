@@ -88,6 +88,9 @@ class WriteContext:
     want_token_ids: bool = False
     # False for Laravel's redis session driver: the migrator writes the sessions to Redis, the ledger stays here.
     session_table: bool = True
+    # One ledger row per user (PostgreSQL bulk chunks; see schema.ledger_packed) instead of one per token and
+    # one per session.
+    packed_ledger: bool = False
 
 
 class ChunkSql(Protocol):
@@ -181,6 +184,26 @@ class PostgresChunkSql:
                 SELECT i, u, ip, ua, {payload}, :last_activity
                 FROM sess {payloads}
             )"""
+        if ctx.packed_ledger:
+            token_ledger = ""
+            # A user's token and sessions in one row: the sessions grouped by user, joined to the new tokens
+            # (a user skipped for the token has sessions only; a migrated user without sessions, a token only).
+            session_ledger = """, packed AS (
+                INSERT INTO token_migration_users (user_id, run_id, token_id, session_ids, source_hashes, created_at)
+                SELECT u, :run_id, t.id, s.ids, s.hashes, :now
+                FROM (SELECT tokenable_id AS u, id FROM ins) t
+                FULL JOIN (SELECT u, string_agg(i, ',' ORDER BY n) AS ids, string_agg(sh, ',' ORDER BY n) AS hashes
+                           FROM sess GROUP BY u) s USING (u)
+            )"""
+        else:
+            token_ledger = """, ledger AS (
+                INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at)
+                SELECT tokenable_id, id, :run_id, :now FROM ins
+            )"""
+            session_ledger = """, sess_ledger AS (
+                INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, created_at)
+                SELECT u, i, :run_id, sh, :now FROM sess
+            )"""
         statement = text(f"""
             WITH src AS (
                 SELECT * FROM unnest(CAST(string_to_array(:token_users, ',') AS bigint[]),
@@ -190,10 +213,7 @@ class PostgresChunkSql:
                     (tokenable_type, tokenable_id, name, token, abilities, created_at, updated_at{expires_col})
                 SELECT :tokenable_type, u, :token_name, h, :abilities, :now, :now{expires_val} FROM src
                 RETURNING id, tokenable_id
-            ), ledger AS (
-                INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at)
-                SELECT tokenable_id, id, :run_id, :now FROM ins
-            ), mark AS (
+            ){token_ledger}, mark AS (
                 UPDATE users SET migrated_to_sanctum_at = :now, migration_token_id = ins.id
                 FROM ins WHERE users.id = ins.tokenable_id
                 -- the id range lets the planner walk the primary key instead of scanning the whole table
@@ -207,10 +227,7 @@ class PostgresChunkSql:
                                      string_to_array(:source_hashes, ','),
                                      string_to_array(:ips, :sep, :null),
                                      string_to_array(:uas, :sep, :null)) WITH ORDINALITY AS s(i, u, c, sh, ip, ua, n)
-            ){session_insert}, sess_ledger AS (
-                INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, created_at)
-                SELECT u, i, :run_id, sh, :now FROM sess
-            )
+            ){session_insert}{session_ledger}
             {result}
         """)
         params = {

@@ -1,0 +1,118 @@
+"""Reading the ledger in both its forms: one row per token and per session, and one packed row per user.
+
+PostgreSQL bulk chunks write packed rows (``token_migration_users``); every other path, and every other
+database, writes the per-token and per-session rows. Readers that work on sets (rollback, cleanup,
+verify, a retried chunk's counts) read both through the selects here. Paths that change one session of
+a user (exchange, bridge, rotation) call ``unpack`` first, under the user's lock, and then see only the
+per-session form.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Engine, Integer, String, and_, func, literal_column, select, text, union_all
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.elements import ColumnElement
+
+from tokenmigration.db.schema import ledger_packed, ledger_sessions, ledger_tokens
+
+
+def packs(conn: Connection | Engine) -> bool:
+    """Whether packed rows can exist on this database (only PostgreSQL chunks write them)."""
+    return conn.dialect.name == "postgresql"
+
+
+def _in_users(column, lo: int | None, hi: int | None) -> list[ColumnElement[bool]]:
+    return [] if lo is None else [column.between(lo, hi)]
+
+
+def _packed_sessions(lo: int | None, hi: int | None):
+    """One row per packed session: (user_id, run_id, session_id, source_hash, created_at)."""
+    return text(f"""
+        SELECT p.user_id, p.run_id, s.session_id, s.source_hash, p.created_at
+        FROM token_migration_users p,
+             unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
+                 AS s(session_id, source_hash)
+        WHERE p.session_ids IS NOT NULL {'' if lo is None else 'AND p.user_id BETWEEN :lo AND :hi'}
+    """).bindparams(**({} if lo is None else {"lo": lo, "hi": hi})).columns(
+        user_id=Integer, run_id=String, session_id=String, source_hash=String, created_at=String,
+    ).subquery("packed_sessions")
+
+
+def token_ids(conn: Connection | Engine, lo: int | None = None, hi: int | None = None) -> Select:
+    """The ids of the tokens this tool created for users ``lo``..``hi`` (every user without a range)."""
+    per_token = select(ledger_tokens.c.token_id).where(*_in_users(ledger_tokens.c.user_id, lo, hi))
+    if not packs(conn):
+        return per_token
+    packed = select(ledger_packed.c.token_id).where(ledger_packed.c.token_id.is_not(None),
+                                                    *_in_users(ledger_packed.c.user_id, lo, hi))
+    return select(literal_column("token_id")).select_from(union_all(per_token, packed).subquery())
+
+
+def session_rows(conn: Connection, lo: int | None = None, hi: int | None = None):
+    """(user_id, session_id, source_hash, run_id) of every session row this tool created for users
+    ``lo``..``hi``, both forms, as a subquery."""
+    per_session = select(ledger_sessions.c.user_id, ledger_sessions.c.session_id, ledger_sessions.c.source_hash,
+                         ledger_sessions.c.run_id).where(*_in_users(ledger_sessions.c.user_id, lo, hi))
+    if not packs(conn):
+        return per_session.subquery("ledgered_sessions")
+    packed = _packed_sessions(lo, hi)
+    return union_all(per_session, select(packed.c.user_id, packed.c.session_id, packed.c.source_hash,
+                                         packed.c.run_id)).subquery("ledgered_sessions")
+
+
+def session_ids(conn: Connection, lo: int | None = None, hi: int | None = None) -> Select:
+    rows = session_rows(conn, lo, hi)
+    return select(rows.c.session_id)
+
+
+def run_counts(conn: Connection, lo: int, hi: int, run_id: str) -> tuple[int, int]:
+    """(tokens, sessions) the run created for users ``lo``..``hi``, both forms."""
+    def this_run(ledger):
+        return (select(func.count()).select_from(ledger)
+                .where(ledger.c.user_id.between(lo, hi), ledger.c.run_id == run_id).scalar_subquery())
+
+    tokens_made, sessions_made = conn.execute(select(this_run(ledger_tokens), this_run(ledger_sessions))).one()
+    if packs(conn):
+        packed_tokens, packed_sessions = conn.execute(text("""
+            SELECT count(token_id),
+                   coalesce(sum(cardinality(string_to_array(session_ids, ','))), 0)
+            FROM token_migration_users WHERE user_id BETWEEN :lo AND :hi AND run_id = :run_id
+        """), {"lo": lo, "hi": hi, "run_id": run_id}).one()
+        tokens_made += packed_tokens
+        sessions_made += packed_sessions
+    return int(tokens_made), int(sessions_made)
+
+
+def unpack(conn: Connection, lo: int, hi: int, user_ids: list[int] | None = None) -> None:
+    """Turn the packed rows of users ``lo``..``hi`` (only ``user_ids`` of them, when given) into per-token and
+    per-session rows, in the caller's transaction: what one-session paths read and change."""
+    if not packs(conn):
+        return
+    only = "AND user_id = ANY(CAST(string_to_array(:ids, ',') AS bigint[]))" if user_ids is not None else ""
+    params = {"lo": lo, "hi": hi}
+    if user_ids is not None:
+        if not user_ids:
+            return
+        params["ids"] = ",".join(str(int(uid)) for uid in user_ids)
+    conn.execute(text(f"""
+        WITH gone AS (
+            DELETE FROM token_migration_users WHERE user_id BETWEEN :lo AND :hi {only}
+            RETURNING user_id, run_id, token_id, session_ids, source_hashes, created_at
+        ), token_rows AS (
+            INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at)
+            SELECT user_id, token_id, run_id, created_at FROM gone WHERE token_id IS NOT NULL
+        )
+        INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, created_at)
+        SELECT g.user_id, s.session_id, g.run_id, s.source_hash, g.created_at
+        FROM gone g, unnest(string_to_array(g.session_ids, ','), string_to_array(g.source_hashes, ','))
+            AS s(session_id, source_hash)
+        WHERE g.session_ids IS NOT NULL
+    """), params)
+
+
+def packed_users(conn: Connection, lo: int, hi: int) -> int:
+    """How many packed rows users ``lo``..``hi`` have (tests and cleanup's reports)."""
+    if not packs(conn):
+        return 0
+    return int(conn.execute(select(func.count()).select_from(ledger_packed).where(
+        and_(ledger_packed.c.user_id.between(lo, hi)))).scalar_one())
