@@ -208,3 +208,31 @@ def test_mysql_and_sqlite_keep_the_per_row_ledger(db_engine, migrator, redis_cli
     assert forms == ({"token_migration_tokens": 0, "token_migration_sessions": 0, "token_migration_users": 2}
                      if packed else
                      {"token_migration_tokens": 2, "token_migration_sessions": 1, "token_migration_users": 0})
+
+
+def test_before_db_upgrade_creates_the_packed_table_only_bulk_runs_are_refused(pg_engine, redis_client, pg_settings,
+                                                                               monkeypatch):
+    """A stack deployed before its `db upgrade` ran: the exchange and the bridge must go on working (at cutover a
+    failure logs people out), on the per-row ledger; only a bulk run, which would write packed rows, stops at
+    its plan with the message that says what to do."""
+    from tokenmigration.db.upgrade import SchemaError, upgrade
+
+    with pg_engine.begin() as conn:
+        conn.execute(text("DROP TABLE token_migration_users"))
+    monkeypatch.setattr(ledger, "_HAS_PACKED_TABLE", type(ledger._HAS_PACKED_TABLE)())
+    migrator = Migrator(pg_settings, pg_engine, redis_client)
+    add_users(pg_engine, [1, 2])
+    put_session(redis_client, "s1", express(1))
+    with pytest.raises(SchemaError, match="db upgrade"):
+        migrator.plan("run-1", 10)
+    migrated = migrator.migrate_user(1, "exchange", [IndexedSession("s1", 1)], deliver_token=True)
+    assert migrator.session_for_express_session(IndexedSession("s1", 1), "exchange") == migrated.session_ids[0]
+    assert migrator.rotate_migration_token(1).token_id == migrated.token_id
+    assert cleanup(pg_engine, pg_settings)["cleaned_items"] == 0
+    assert migrator.rollback_user(1).tokens_revoked == 1
+    upgrade(pg_engine)  # the table arrives while the process runs: bulk runs write it, readers see it
+    put_session(redis_client, "s2", express(2))
+    [migrator.migrate_chunk(c, "run-1") for c in migrator.plan("run-1", 10).chunks]
+    with pg_engine.connect() as conn:
+        assert _counts(conn)["token_migration_users"] == 2
+    assert sum(r.tokens_revoked for r in (migrator.rollback_chunk(c) for c in migrator.plan_rollback(10))) == 2

@@ -126,7 +126,7 @@ def _next_user(conn: Connection, after: int | None) -> int | None:
     """The smallest ledgered user id after ``after``: one seek of each ledger's key, which leads with it, so
     a walk jumps over id ranges nobody was migrated in."""
     found = []
-    for table in USER_LEDGERS:
+    for table in ledger.user_ledgers(conn):
         query = select(func.min(table.c.user_id))
         if after is not None:
             query = query.where(table.c.user_id > after)

@@ -9,16 +9,44 @@ per-session form.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine, Integer, String, and_, func, literal_column, select, text, union_all
+import weakref
+
+from sqlalchemy import Connection, Engine, Integer, String, Table, func, literal_column, select, text, union_all
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
-from tokenmigration.db.schema import ledger_packed, ledger_sessions, ledger_tokens
+from tokenmigration.db.schema import USER_LEDGERS, ledger_packed, ledger_sessions, ledger_tokens
+
+# Engines whose database has the packed table. Only a True is kept: a database that lacks it gets it from
+# `db upgrade` while this process may be running, and from then on a bulk run can write packed rows that
+# every reader here must see.
+_HAS_PACKED_TABLE: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
 
-def packs(conn: Connection | Engine) -> bool:
-    """Whether packed rows can exist on this database (only PostgreSQL chunks write them)."""
-    return conn.dialect.name == "postgresql"
+def packs(bind: Connection | Engine) -> bool:
+    """Whether packed rows can exist on this database: PostgreSQL (only its bulk chunks write them) with the
+    table `db upgrade` creates. Until that upgrade ran, a bulk run is refused at its plan, and the exchange,
+    the bridge, rollback and cleanup go on with the per-row ledger instead of failing on a missing table."""
+    if bind.dialect.name != "postgresql":
+        return False
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    if _HAS_PACKED_TABLE.get(engine):
+        return True
+    query = text("SELECT to_regclass(:name) IS NOT NULL").bindparams(name=ledger_packed.name)
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            present = bool(conn.execute(query).scalar_one())
+    else:
+        present = bool(bind.execute(query).scalar_one())
+    if present:
+        _HAS_PACKED_TABLE[engine] = True
+    return present
+
+
+def user_ledgers(bind: Connection | Engine) -> tuple[Table, ...]:
+    """The ledger tables keyed by user id that this database has rows in: ``USER_LEDGERS`` less the packed
+    table where ``packs`` says no rows can be (and the table may not exist yet)."""
+    return USER_LEDGERS if packs(bind) else tuple(t for t in USER_LEDGERS if t is not ledger_packed)
 
 
 def _in_users(column, lo: int | None, hi: int | None) -> list[ColumnElement[bool]]:
@@ -108,11 +136,3 @@ def unpack(conn: Connection, lo: int, hi: int, user_ids: list[int] | None = None
             AS s(session_id, source_hash)
         WHERE g.session_ids IS NOT NULL
     """), params)
-
-
-def packed_users(conn: Connection, lo: int, hi: int) -> int:
-    """How many packed rows users ``lo``..``hi`` have (tests and cleanup's reports)."""
-    if not packs(conn):
-        return 0
-    return int(conn.execute(select(func.count()).select_from(ledger_packed).where(
-        and_(ledger_packed.c.user_id.between(lo, hi)))).scalar_one())

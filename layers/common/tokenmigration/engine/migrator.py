@@ -29,7 +29,6 @@ from sqlalchemy import (
 from tokenmigration.config import ConfigError, Settings
 from tokenmigration.db.connection import is_mysql
 from tokenmigration.db.schema import (
-    USER_LEDGERS,
     ledger_failures,
     ledger_rollbacks,
     ledger_sessions,
@@ -267,7 +266,7 @@ class Migrator:
         with self.engine.connect() as conn:
             chunks = plan_chunks(conn, chunk_size)
             ends = [conn.execute(select(func.min(t.c.user_id), func.max(t.c.user_id))).one()
-                    for t in USER_LEDGERS]
+                    for t in ledger.user_ledgers(conn)]
         lows = [int(lo) for lo, _ in ends if lo is not None] + [c.lo for c in chunks[:1]]
         highs = [int(hi) for _, hi in ends if hi is not None] + [c.hi for c in chunks[-1:]]
         if not lows:
@@ -731,7 +730,7 @@ class Migrator:
             .where(users.c.id.between(lo, hi), users.c.migrated_to_sanctum_at.is_not(None))
             .values(migrated_to_sanctum_at=None, migration_token_id=None)
         ).rowcount
-        for table in USER_LEDGERS:
+        for table in ledger.user_ledgers(conn):
             conn.execute(delete(table).where(table.c.user_id.between(lo, hi)))
 
 
