@@ -578,7 +578,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 def run_one(args: argparse.Namespace, database: str) -> int:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     # Private servers: PostgreSQL and Redis of the bench's own; MySQL/MariaDB stays the shared server.
-    private = PrivateServers.start(postgres=database == "postgresql", pg_settings=tuple(args.pg_setting)) \
+    # --wal-stats reads the run's WAL after it: keep the segments that checkpoints would otherwise recycle (a
+    # 1,000,000-user run writes about 3.5 GB). It changes what is kept on disk, not what is written.
+    keep_wal = ("wal_keep_size=64GB",) if args.wal_stats else ()
+    private = PrivateServers.start(postgres=database == "postgresql", pg_settings=tuple(args.pg_setting) + keep_wal) \
         if args.servers == "private" else None
     if private is not None:
         args.redis_url, args.redis_db = private.redis_url, 0
