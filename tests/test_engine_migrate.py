@@ -418,3 +418,16 @@ def test_workers_on_disjoint_chunks_all_commit(settings, db_engine, redis_client
     with db_engine.connect() as conn:
         assert conn.execute(select(func.count(func.distinct(tokens.c.tokenable_id)))).scalar_one() == 1200
         assert conn.execute(select(func.count()).select_from(sessions)).scalar_one() == 1200
+
+
+def test_a_chunks_session_rows_share_one_random_prefix(migrator, db_engine, redis_client):
+    """So their sessions_pkey entries land on a few neighbouring pages (see new_session_ids_for_batch)."""
+    add_users(db_engine, [1, 2, 3, 4])
+    for uid in (1, 1, 2, 3, 4):
+        put_session(redis_client, f"p{redis_client.dbsize()}", express(uid))
+    run_all(migrator, chunk_size=2)
+    with db_engine.connect() as conn:
+        rows = conn.execute(select(sessions.c.user_id, sessions.c.id)).all()
+    prefixes = {uid: sid[:8] for uid, sid in rows}
+    assert len(rows) == 5 and is_valid_session_id(rows[0].id)
+    assert prefixes[1] == prefixes[2] and prefixes[3] == prefixes[4] and prefixes[1] != prefixes[3]

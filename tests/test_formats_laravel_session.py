@@ -12,6 +12,7 @@ import pytest
 
 from tokenmigration.formats import phpserialize
 from tokenmigration.formats.laravel_session import (
+    BATCH_PREFIX_LENGTH,
     CSRF_TOKEN_LENGTH,
     IP_ADDRESS_MAX,
     LOGIN_WEB_KEY,
@@ -25,6 +26,7 @@ from tokenmigration.formats.laravel_session import (
     is_valid_session_id,
     login_key,
     new_session_ids,
+    new_session_ids_for_batch,
     serialize_attributes,
     session_attributes,
 )
@@ -94,6 +96,19 @@ def test_new_session_ids_are_distinct():
 
 def test_new_session_ids_zero():
     assert new_session_ids(0) == []
+
+
+def test_a_batch_of_session_ids_shares_a_random_prefix_and_nothing_else():
+    """A chunk's ids land together in sessions_pkey; each is still a Laravel id with 32 random characters."""
+    batch, other = new_session_ids_for_batch(4_000), new_session_ids_for_batch(4_000)
+    assert all(ALNUM_40.fullmatch(i) and is_valid_session_id(i) for i in batch + other)
+    assert len({i[:BATCH_PREFIX_LENGTH] for i in batch}) == 1 and batch[0][:8] != other[0][:8]
+    assert len(set(batch)) == len(batch)
+    suffixes = [i[BATCH_PREFIX_LENGTH:] for i in batch]
+    # every position of the suffix takes (nearly) all 62 characters: random, not a counter
+    assert all(len({s[k] for s in suffixes}) >= 60 for k in range(SESSION_ID_LENGTH - BATCH_PREFIX_LENGTH))
+    assert sorted(batch) != batch  # unsorted: sorted inserts would split index pages half-empty
+    assert new_session_ids_for_batch(0) == []
 
 
 @pytest.mark.parametrize(

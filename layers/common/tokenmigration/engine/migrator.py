@@ -70,6 +70,7 @@ from tokenmigration.formats.laravel_session import (
     decode_redis_value,
     new_csrf_tokens,
     new_session_ids,
+    new_session_ids_for_batch,
 )
 from tokenmigration.redis_client import RedisLike, connect
 
@@ -462,7 +463,7 @@ class Migrator:
             outcome.minted.update(zip(candidates, minted, strict=True))
         del minted  # bulk runs never deliver: drop every plaintext now
         session_batch = SessionBatch(
-            ids=new_session_ids(len(found)),
+            ids=new_session_ids_for_batch(len(found)),
             user_ids=[e.user_id for e in found],
             csrf_tokens=new_csrf_tokens(len(found)),
             ip_addresses=[clean_ip(e.ip_address) for e in found],
