@@ -54,15 +54,15 @@ def _in_users(column, lo: int | None, hi: int | None) -> list[ColumnElement[bool
 
 
 def _packed_sessions(lo: int | None, hi: int | None):
-    """One row per packed session: (user_id, run_id, session_id, source_hash, created_at)."""
+    """One row per packed session: (user_id, run_id, session_id, source_hash)."""
     return text(f"""
-        SELECT p.user_id, p.run_id, s.session_id, s.source_hash, p.created_at
+        SELECT p.user_id, p.run_id, s.session_id, s.source_hash
         FROM token_migration_users p,
              unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
                  AS s(session_id, source_hash)
         WHERE p.session_ids IS NOT NULL {'' if lo is None else 'AND p.user_id BETWEEN :lo AND :hi'}
     """).bindparams(**({} if lo is None else {"lo": lo, "hi": hi})).columns(
-        user_id=Integer, run_id=String, session_id=String, source_hash=String, created_at=String,
+        user_id=Integer, run_id=String, session_id=String, source_hash=String,
     ).subquery("packed_sessions")
 
 
@@ -111,20 +111,14 @@ def run_counts(conn: Connection, lo: int, hi: int, run_id: str) -> tuple[int, in
     return int(tokens_made), int(sessions_made)
 
 
-def unpack(conn: Connection, lo: int, hi: int, user_ids: list[int] | None = None) -> None:
-    """Turn the packed rows of users ``lo``..``hi`` (only ``user_ids`` of them, when given) into per-token and
-    per-session rows, in the caller's transaction: what one-session paths read and change."""
+def unpack(conn: Connection, lo: int, hi: int) -> None:
+    """Turn the packed rows of users ``lo``..``hi`` into per-token and per-session rows, in the caller's
+    transaction: what the paths that change one session read and change."""
     if not packs(conn):
         return
-    only = "AND user_id = ANY(CAST(string_to_array(:ids, ',') AS bigint[]))" if user_ids is not None else ""
-    params = {"lo": lo, "hi": hi}
-    if user_ids is not None:
-        if not user_ids:
-            return
-        params["ids"] = ",".join(str(int(uid)) for uid in user_ids)
-    conn.execute(text(f"""
+    conn.execute(text("""
         WITH gone AS (
-            DELETE FROM token_migration_users WHERE user_id BETWEEN :lo AND :hi {only}
+            DELETE FROM token_migration_users WHERE user_id BETWEEN :lo AND :hi
             RETURNING user_id, run_id, token_id, session_ids, source_hashes, created_at
         ), token_rows AS (
             INSERT INTO token_migration_tokens (user_id, token_id, run_id, created_at)
@@ -135,4 +129,4 @@ def unpack(conn: Connection, lo: int, hi: int, user_ids: list[int] | None = None
         FROM gone g, unnest(string_to_array(g.session_ids, ','), string_to_array(g.source_hashes, ','))
             AS s(session_id, source_hash)
         WHERE g.session_ids IS NOT NULL
-    """), params)
+    """), {"lo": lo, "hi": hi})

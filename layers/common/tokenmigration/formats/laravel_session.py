@@ -182,7 +182,7 @@ def new_session_ids(count: int) -> list[str]:
 
 # Characters of a batch's shared prefix: 62^8 (47 bits) places in the key space, so two chunks' rows meet
 # in one index page about never; the 32 characters after it are random per id, 190 bits, far beyond guessing
-# (and Laravel's session cookie is encrypted with APP_KEY, so nobody sees an id anyway).
+# (and Laravel encrypts the session cookie that carries an id with APP_KEY, unless the app opts out).
 BATCH_PREFIX_LENGTH = 8
 
 
