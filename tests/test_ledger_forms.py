@@ -83,6 +83,10 @@ def _story(engine, redis_client, settings, packed: bool) -> dict:
     seen["cleanup_again"] = cleanup(engine, settings)["cleaned_items"]
     with engine.connect() as conn:
         seen["cleaned"] = _entries(conn)
+    # A rotation finds user 2's token in the ledger whichever form holds it, and keeps its id.
+    with engine.connect() as conn:
+        token_of_2 = conn.execute(select(tokens.c.id).where(tokens.c.tokenable_id == 2)).scalar_one()
+    seen["rotation_keeps_the_token"] = migrator.rotate_migration_token(2).token_id == token_of_2
     # The exchange of user 6's live Express session finds the row the bulk run made from it.
     seen["exchange_finds_carried"] = migrator.session_for_express_session(
         IndexedSession("c6", 6), "exchange") == carried[session_fingerprint("c6")]
@@ -131,6 +135,7 @@ def test_both_ledger_forms_tell_the_same_story(pg_engine, redis_client, pg_setti
     assert per_row["cleaned"] == (sorted([(1, fp("a1")), (3, fp("a3")), (5, fp("a5")), (6, fp("c6"))]),
                                   [1, 2, 6])
     assert per_row["exchange_finds_carried"] and per_row["exchange_replaces_stale"]
+    assert per_row["rotation_keeps_the_token"]
     assert per_row["rollback"] == (5, 3, 5)
     assert per_row["left"] == {"tokens": per_row["left"]["tokens"], "sessions": 0, "migrated": 0,
                                "ledgers": {"token_migration_tokens": 0, "token_migration_sessions": 0,
