@@ -25,7 +25,7 @@ from schemathesis.checks import (
 )
 from schemathesis.specs.openapi.checks import response_headers_conformance
 
-from helpers import add_users, express, put_session
+from helpers import add_users, express, put_session, reset_database
 
 DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "openapi.json"
 KEY, SECRET, REGION = "AKIAFUZZTESTKEY00001", "fuzz-test-secret-access-key", "us-east-1"
@@ -55,20 +55,13 @@ class SigV4(requests.auth.AuthBase):
 def twin_url(_pg_engine, redis_url):
     """One twin for the whole module, on a database holding a few users and sessions for the routes to find."""
     import redis as redis_lib
-    from sqlalchemy import text
 
-    from tokenmigration.db.schema import laravel_metadata, own_metadata
-    from tokenmigration.db.upgrade import create_laravel_tables, upgrade
     from tokenmigration.local.server import Credentials, start_in_background
     from tokenmigration.local.twin import LocalTwin
 
     # Fresh tables, as the function-scoped pg_engine fixture makes them (a module-scoped fixture cannot use it,
     # and "import conftest" finds whichever conftest.py pytest loaded last).
-    with _pg_engine.begin() as conn:
-        for table in reversed(own_metadata.sorted_tables + laravel_metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-    create_laravel_tables(_pg_engine)
-    upgrade(_pg_engine)
+    reset_database(_pg_engine)
     store = redis_lib.Redis.from_url(redis_url)
     store.flushdb()
     add_users(_pg_engine, list(range(1, 21)))

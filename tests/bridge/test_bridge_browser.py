@@ -25,10 +25,9 @@ from botocore.credentials import Credentials as BotoCredentials
 from sqlalchemy import Engine, select, text
 
 from harness import Browser, Origin, Server, express_server, laravel_server, require_tools
-from helpers import add_app_token
+from helpers import add_app_token, reset_database
 from tokenmigration.cli.api import ApiClient
-from tokenmigration.db.schema import laravel_metadata, laravel_users, own_metadata, sessions
-from tokenmigration.db.upgrade import create_laravel_tables, upgrade
+from tokenmigration.db.schema import laravel_users, sessions
 from tokenmigration.formats.express import cookie_value, unsign_cookie
 from tokenmigration.formats.laravel_cookie import read_session_cookie
 from tokenmigration.local.server import Credentials, start_in_background
@@ -99,14 +98,6 @@ class World:
         data.mkdir(parents=True)
 
 
-def _reset_database(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for table in reversed(own_metadata.sorted_tables + laravel_metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-    create_laravel_tables(engine)
-    upgrade(engine)
-
-
 def _wait_for_run(api: ApiClient, run_id: str) -> dict:
     deadline = time.monotonic() + POLL_LIMIT
     while True:
@@ -131,7 +122,7 @@ def world(_pg_engine: Engine, redis_url: str, tmp_path_factory) -> World:
     require_tools()
     workdir = tmp_path_factory.mktemp("bridge-browser")
     engine = _pg_engine
-    _reset_database(engine)
+    reset_database(engine)
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     with engine.begin() as conn:

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert
 
 from harness import free_port, laravel_server, require_tools
-from tokenmigration.db.schema import laravel_metadata, laravel_users, own_metadata, sessions
-from tokenmigration.db.upgrade import create_laravel_tables, upgrade
+from helpers import reset_database
+from tokenmigration.db.schema import laravel_users, sessions
 from tokenmigration.formats.express import cookie_value
 from tokenmigration.formats.laravel_session import encode_payload, new_session_ids, session_attributes
 from tokenmigration.local.sigv4 import SignatureError, verify
@@ -113,11 +113,7 @@ class App:
 def app(_pg_engine: Engine, tmp_path_factory):
     require_tools()
     engine = _pg_engine
-    with engine.begin() as conn:
-        for table in reversed(own_metadata.sorted_tables + laravel_metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-    create_laravel_tables(engine)
-    upgrade(engine)
+    reset_database(engine)
     with engine.begin() as conn:
         conn.execute(insert(laravel_users).values(id=USER_ID, name="Gus Stub", email="gus@example.test",
                                                   password="x"))

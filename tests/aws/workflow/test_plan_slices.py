@@ -10,12 +10,11 @@ import json
 from collections import Counter
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from stack import AwsStack
 
+from helpers import reset_database
 from tokenmigration.aws.context import reset_services
-from tokenmigration.db.schema import laravel_metadata, own_metadata
-from tokenmigration.db.upgrade import create_laravel_tables, upgrade
 from tokenmigration.demo_data import seed
 from tokenmigration.engine.migrator import Migrator
 
@@ -24,17 +23,9 @@ CHUNK_SIZE = 7
 SLICE_STATE = "Index one slice of sessions"
 
 
-def _reset_database(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for table in reversed(own_metadata.sorted_tables + laravel_metadata.sorted_tables):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table.name}"))
-    create_laravel_tables(engine)
-    upgrade(engine)
-
-
 def _seed(engine: Engine, redis_client) -> int:
     redis_client.flushdb()
-    _reset_database(engine)
+    reset_database(engine)
     seed(engine, redis_client, users=USERS, seed_value=11, token_share=0.1)
     return redis_client.dbsize()
 
