@@ -79,6 +79,7 @@ def test_errors_of_an_unknown_run_is_404(api, stack):
     ({"cursor": "not-a-cursor"}, "cursor"),
     ({"cursor": "eyJzayI6IlJVTiMifQ"}, "cursor"),  # a well-formed cursor that points outside the errors
     ({"cursor": "x" * 2000}, "cursor"),
+    ({"cursor": "é" * 1000}, "cursor"),  # 1,000 characters, but 6,000 bytes percent-encoded: not a cursor anyway
     ({"migration_id": "no spaces"}, "migration_id"),
 ])
 def test_bad_paging_arguments_are_400(api, stack, query, field):
