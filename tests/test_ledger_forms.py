@@ -241,3 +241,62 @@ def test_before_db_upgrade_creates_the_packed_table_only_bulk_runs_are_refused(p
     with pg_engine.connect() as conn:
         assert _counts(conn)["token_migration_users"] == 2
     assert sum(r.tokens_revoked for r in (migrator.rollback_chunk(c) for c in migrator.plan_rollback(10))) == 2
+
+
+def test_a_cleanup_page_and_an_exchange_of_one_of_its_users_take_their_locks_in_one_order(
+        pg_engine, redis_client, pg_settings, monkeypatch):
+    """The exchange locks the user, unpacks the user's packed rows, then deletes the dead session rows it
+    replaces. A cleanup page that deleted a stale session row first and locked the packed row after would wait
+    for the exchange while the exchange waits for it: PostgreSQL would abort one of them. The page locks the
+    packed rows it will change first, so it simply waits its turn and runs once."""
+    import threading
+    import time
+
+    migrator = Migrator(pg_settings, pg_engine, redis_client)
+    add_users(pg_engine, [1])
+    for sid in ("live", "dead"):
+        put_session(redis_client, sid, express(1))
+    [migrator.migrate_chunk(c, "run-1") for c in migrator.plan("run-1", 10).chunks]
+    with pg_engine.connect() as conn:
+        carried = {h: sid for _, sid, h, _ in ledgered_session_rows(conn)}
+    dead = carried[session_fingerprint("dead")]
+    with pg_engine.begin() as conn:
+        conn.execute(update(sessions).where(sessions.c.id == dead).values(last_activity=1))
+
+    import tokenmigration.engine.cleanup as cleanup_module
+
+    attempts, report, failure = [], {}, []
+    real_page = cleanup_module._page
+
+    def counted_page(*args):
+        attempts.append(args[1])
+        return real_page(*args)
+
+    monkeypatch.setattr(cleanup_module, "_page", counted_page)
+    with pg_engine.connect() as exchange, exchange.begin():  # the exchange's order, held open at each step
+        exchange.execute(select(users.c.id).where(users.c.id == 1).with_for_update())
+        ledger.unpack(exchange, 1, 1)
+        me = exchange.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+        def clean():
+            try:
+                report.update(cleanup(pg_engine, pg_settings))
+            except Exception as exc:
+                failure.append(exc)
+
+        worker = threading.Thread(target=clean)
+        worker.start()
+        deadline = time.monotonic() + 30
+        waiting = text("SELECT count(*) FROM pg_stat_activity WHERE :me = ANY(pg_blocking_pids(pid))")
+        with pg_engine.connect() as watch:  # until the page waits for a lock the exchange holds
+            # One transaction per look: pg_stat_activity is a snapshot taken once per transaction.
+            while not watch.execute(waiting, {"me": me}).scalar_one():
+                watch.rollback()
+                assert time.monotonic() < deadline and worker.is_alive(), failure
+        exchange.execute(sessions.delete().where(sessions.c.id == dead))  # _drop_replaced
+    worker.join(60)
+    assert not failure and report["complete"] is True
+    assert attempts == [1]  # one page, never a deadlock victim run again
+    with pg_engine.connect() as conn:
+        assert [(u, h) for u, _, h, _ in ledgered_session_rows(conn)] == [(1, session_fingerprint("live"))]
+        assert _counts(conn)["token_migration_users"] == 0

@@ -14,6 +14,7 @@ from the app's live table meanwhile, and never finish inside a Lambda's time lim
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from tokenmigration.db.schema import (
 )
 from tokenmigration.engine import ledger
 from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.deadlocks import retry_deadlocks
 from tokenmigration.engine.session_store import RedisSessionStore
 
 # User ids per page: about 20,000 ledgered sessions when every user is migrated, a fraction of a second of
@@ -86,11 +88,9 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
         if lo is None:
             return _report(dry_run, details, None)
         hi = min(lo + (page_users or PAGE_USERS) - 1, MAX_USER_ID)
-        with engine.connect() as conn, conn.begin() as transaction:
-            for key, count in _clean_page(conn, lo, hi, rules, session_store).items():
-                details[key] += count
-            if dry_run:
-                transaction.rollback()
+        page = functools.partial(_page, engine, lo, hi, rules, session_store, dry_run)
+        for key, count in retry_deadlocks(page).items():
+            details[key] += count
         cursor = hi
         if on_page is not None and not dry_run:
             on_page(cursor)
@@ -98,6 +98,17 @@ def cleanup(engine: Engine, settings: Settings, dry_run: bool = False, has_expir
             with engine.connect() as conn:
                 more = _next_user(conn, cursor) is not None
             return _report(dry_run, details, cursor if more else None)
+
+
+def _page(engine: Engine, lo: int, hi: int, rules: _Rules, session_store: RedisSessionStore | None,
+          dry_run: bool) -> dict[str, int]:
+    """One page in its own transaction (rolled back in a dry run). As a deadlock victim (an exchange of one of
+    its users at that moment) it is run again by the caller: nothing of it was kept."""
+    with engine.connect() as conn, conn.begin() as transaction:
+        counts = _clean_page(conn, lo, hi, rules, session_store)
+        if dry_run:
+            transaction.rollback()
+    return counts
 
 
 def _report(dry_run: bool, details: dict[str, int], resume_after: int | None) -> dict[str, Any]:
@@ -146,11 +157,15 @@ def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
     # A recorded failure of a user who has been migrated since (or was deleted) is history.
     settled = ~exists().where(users.c.id == ledger_failures.c.user_id, users.c.migrated_to_sanctum_at.is_(None))
 
+    packs = ledger.packs(conn)
     done = {"expired_tokens": 0}
     if rules.expired:
         doomed = select(tokens.c.id).where(ours, or_(*rules.expired)).scalar_subquery()
         conn.execute(update(users).where(users.c.id.between(lo, hi), users.c.migration_token_id.in_(doomed))
                      .values(migration_token_id=None))
+    if packs:
+        _lock_changing_packed_rows(conn, lo, hi, rules, sessions_in_table=session_store is None)
+    if rules.expired:
         # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
         done["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*rules.expired))).rowcount
     if session_store is None:
@@ -159,15 +174,15 @@ def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
             delete(sessions).where(our_sessions, sessions.c.last_activity < rules.stale_before)).rowcount
         gone_sessions = conn.execute(
             delete(ledger_sessions).where(in_page[ledger_sessions], orphan_sessions)).rowcount
-        if ledger.packs(conn):
+        if packs:
             gone_sessions += _drop_gone_packed_rows(conn, lo, hi)
     else:
         done["stale_sessions"] = 0
-        gone_sessions = _drop_gone_keys(conn, session_store, lo, hi)
-        if ledger.packs(conn):
-            gone_sessions += _drop_gone_packed_keys(conn, session_store, lo, hi)
+        # Packed rows first: their locks come before the per-session rows', as in the exchange (unpack first).
+        gone_sessions = _drop_gone_packed_keys(conn, session_store, lo, hi) if packs else 0
+        gone_sessions += _drop_gone_keys(conn, session_store, lo, hi)
     gone_tokens = conn.execute(delete(ledger_tokens).where(in_page[ledger_tokens], orphan_tokens)).rowcount
-    if ledger.packs(conn):
+    if packs:
         gone_tokens += _drop_gone_packed_tokens(conn, lo, hi)
     done["ledger_rows"] = gone_tokens + gone_sessions
     done["settled_failures"] = conn.execute(delete(ledger_failures).where(in_page[ledger_failures], settled)).rowcount
@@ -202,6 +217,27 @@ _KEEP_SESSIONS = text("""
                 string_to_array(:ids, ';'), string_to_array(:hashes, ';')) AS k(user_id, run_id, ids, hashes)
     WHERE p.user_id = k.user_id AND p.run_id = k.run_id
 """)
+
+
+def _lock_changing_packed_rows(conn: Connection, lo: int, hi: int, rules: _Rules, sessions_in_table: bool) -> None:
+    """Lock the page's packed rows this page will change before anything else of theirs.
+
+    The exchange locks the user, then unpacks the user's packed rows, then changes session rows. A page that
+    deleted a session row first and updated its packed row after could hold what an exchange waits for while
+    waiting for what the exchange holds: a deadlock. Locked here, after the users (as the exchange) and before
+    tokens and sessions, the order is the same in both. Only the rows that will change are locked: a packed
+    row names a token that is gone or expiring, or (sessions in the table) a session row that is gone or stale.
+    """
+    p = ledger_packed
+    changes = [and_(p.c.token_id.is_not(None), ~exists().where(tokens.c.id == p.c.token_id))]
+    if rules.expired:
+        changes.append(exists().where(tokens.c.id == p.c.token_id, or_(*rules.expired)))
+    if sessions_in_table:
+        changes.append(text("""EXISTS (
+            SELECT 1 FROM unnest(string_to_array(token_migration_users.session_ids, ',')) AS e(id)
+            WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = e.id AND s.last_activity >= :stale_before))
+        """).bindparams(stale_before=rules.stale_before))
+    conn.execute(select(p.c.user_id).where(p.c.user_id.between(lo, hi), or_(*changes)).with_for_update())
 
 
 def _drop_gone_packed_rows(conn: Connection, lo: int, hi: int) -> int:

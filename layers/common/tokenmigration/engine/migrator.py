@@ -39,6 +39,7 @@ from tokenmigration.db.schema import (
 from tokenmigration.db.upgrade import check_upgraded, token_columns
 from tokenmigration.engine import errors, ledger
 from tokenmigration.engine.clock import utcnow
+from tokenmigration.engine.deadlocks import retry_deadlocks
 from tokenmigration.engine.index_room import check_index_room
 from tokenmigration.engine.results import (
     Chunk,
@@ -300,7 +301,7 @@ class Migrator:
         cleanup removes it once it is past its lifetime.
         """
         found = self.index_store(run_id).read(chunk.number)
-        outcome = _retry_deadlocks(lambda: self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id,
+        outcome = retry_deadlocks(lambda: self._migrate_range(chunk.number, chunk.lo, chunk.hi, found, run_id,
                                                                dry_run))
         result = outcome.result
         if not dry_run and (result.skip_reasons[SKIP_ALREADY_MIGRATED] or outcome.sessions_already_carried):
@@ -579,6 +580,10 @@ class Migrator:
         row is locked meanwhile, so concurrent exchanges of one session end with one row. Raises
         ``NotMigrated`` / ``UnknownUser``.
         """
+        # An exchange can meet a cleanup page or a rollback chunk on the user's rows: as their victim it runs again.
+        return retry_deadlocks(lambda: self._session_for_express_session(entry, run_id))
+
+    def _session_for_express_session(self, entry: IndexedSession, run_id: str) -> str:
         s = self.settings
         user_id = entry.user_id
         now = utcnow()
@@ -687,7 +692,7 @@ class Migrator:
                     self._remember_rollback(conn, run_id, chunk.number, result)
             return result
 
-        return _retry_deadlocks(attempt)
+        return retry_deadlocks(attempt)
 
     def _remember_rollback(self, conn: Connection, run_id: str, number: int, result: RollbackResult) -> None:
         key = (ledger_rollbacks.c.run_id == run_id) & (ledger_rollbacks.c.chunk == number)
@@ -733,29 +738,6 @@ class Migrator:
         ).rowcount
         for table in ledger.user_ledgers(conn):
             conn.execute(delete(table).where(table.c.user_id.between(lo, hi)))
-
-
-DEADLOCK_ATTEMPTS = 3
-
-
-def _retry_deadlocks(attempt):
-    """Run a chunk's transaction again when the database chose it as a deadlock victim.
-
-    InnoDB can still pick a victim among workers on disjoint chunks (index pages, the auto-increment
-    lock); the victim's transaction is rolled back whole, so running the chunk again is safe (every chunk
-    is idempotent) and usually succeeds at once. PostgreSQL's deadlock_detected is treated the same.
-    """
-    for tries_left in range(DEADLOCK_ATTEMPTS - 1, -1, -1):
-        try:
-            return attempt()
-        except Exception as exc:
-            if tries_left == 0 or not _is_deadlock(exc):
-                raise
-
-
-def _is_deadlock(exc: Exception) -> bool:
-    text_ = str(exc)
-    return "(1213," in text_ or "40P01" in text_
 
 
 def _is_lock_timeout(exc: Exception) -> bool:
