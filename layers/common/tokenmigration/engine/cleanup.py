@@ -163,27 +163,25 @@ def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
         doomed = select(tokens.c.id).where(ours, or_(*rules.expired)).scalar_subquery()
         conn.execute(update(users).where(users.c.id.between(lo, hi), users.c.migration_token_id.in_(doomed))
                      .values(migration_token_id=None))
-    if packs:
-        _lock_changing_packed_rows(conn, lo, hi, rules, sessions_in_table=session_store is None)
+    locked = _lock_changing_packed_rows(conn, lo, hi, rules, sessions_in_table=session_store is None) if packs else []
     if rules.expired:
         # The same condition, not `id IN (doomed)`: MySQL refuses a DELETE whose subquery reads its own table.
         done["expired_tokens"] = conn.execute(delete(tokens).where(ours, or_(*rules.expired))).rowcount
     if session_store is None:
-        our_sessions = sessions.c.id.in_(ledger.session_ids(conn, lo, hi))
+        our_sessions = sessions.c.id.in_(select(ledger_sessions.c.session_id).where(in_page[ledger_sessions]))
         done["stale_sessions"] = conn.execute(
             delete(sessions).where(our_sessions, sessions.c.last_activity < rules.stale_before)).rowcount
+        done["stale_sessions"] += _drop_stale_packed_sessions(conn, locked, rules.stale_before)
         gone_sessions = conn.execute(
             delete(ledger_sessions).where(in_page[ledger_sessions], orphan_sessions)).rowcount
-        if packs:
-            gone_sessions += _drop_gone_packed_rows(conn, lo, hi)
+        gone_sessions += _drop_gone_packed_rows(conn, locked)
     else:
         done["stale_sessions"] = 0
         # Packed rows first: their locks come before the per-session rows', as in the exchange (unpack first).
         gone_sessions = _drop_gone_packed_keys(conn, session_store, lo, hi) if packs else 0
         gone_sessions += _drop_gone_keys(conn, session_store, lo, hi)
     gone_tokens = conn.execute(delete(ledger_tokens).where(in_page[ledger_tokens], orphan_tokens)).rowcount
-    if packs:
-        gone_tokens += _drop_gone_packed_tokens(conn, lo, hi)
+    gone_tokens += _drop_gone_packed_tokens(conn, locked)
     done["ledger_rows"] = gone_tokens + gone_sessions
     done["settled_failures"] = conn.execute(delete(ledger_failures).where(in_page[ledger_failures], settled)).rowcount
     return done
@@ -199,7 +197,8 @@ _KEEP_ALIVE_SESSIONS = text("""
         FROM token_migration_users p,
              unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
                  WITH ORDINALITY AS s(session_id, source_hash, n)
-        WHERE p.user_id BETWEEN :lo AND :hi AND p.session_ids IS NOT NULL
+        WHERE p.session_ids IS NOT NULL AND p.user_id BETWEEN :lo AND :hi AND (p.user_id, p.run_id) IN (
+            SELECT * FROM unnest(CAST(string_to_array(:users, ',') AS bigint[]), string_to_array(:runs, ',')))
     ), changed AS (
         SELECT user_id, run_id,
                string_agg(session_id, ',' ORDER BY n) FILTER (WHERE alive) AS ids,
@@ -219,7 +218,8 @@ _KEEP_SESSIONS = text("""
 """)
 
 
-def _lock_changing_packed_rows(conn: Connection, lo: int, hi: int, rules: _Rules, sessions_in_table: bool) -> None:
+def _lock_changing_packed_rows(conn: Connection, lo: int, hi: int, rules: _Rules,
+                               sessions_in_table: bool) -> list[tuple[int, str]]:
     """Lock the page's packed rows this page will change before anything else of theirs.
 
     The exchange locks the user, then unpacks the user's packed rows, then changes session rows. A page that
@@ -227,6 +227,8 @@ def _lock_changing_packed_rows(conn: Connection, lo: int, hi: int, rules: _Rules
     waiting for what the exchange holds: a deadlock. Locked here, after the users (as the exchange) and before
     tokens and sessions, the order is the same in both. Only the rows that will change are locked: a packed
     row names a token that is gone or expiring, or (sessions in the table) a session row that is gone or stale.
+    Returns their keys (user id, run id): the rest of the page changes only these, so a page of packed rows
+    with nothing to prune reads each session once.
     """
     p = ledger_packed
     changes = [and_(p.c.token_id.is_not(None), ~exists().where(tokens.c.id == p.c.token_id))]
@@ -237,33 +239,61 @@ def _lock_changing_packed_rows(conn: Connection, lo: int, hi: int, rules: _Rules
             SELECT 1 FROM unnest(string_to_array(token_migration_users.session_ids, ',')) AS e(id)
             WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = e.id AND s.last_activity >= :stale_before))
         """).bindparams(stale_before=rules.stale_before))
-    conn.execute(select(p.c.user_id).where(p.c.user_id.between(lo, hi), or_(*changes)).with_for_update())
+    return [(int(uid), run) for uid, run in conn.execute(
+        select(p.c.user_id, p.c.run_id).where(p.c.user_id.between(lo, hi), or_(*changes)).with_for_update())]
 
 
-def _drop_gone_packed_rows(conn: Connection, lo: int, hi: int) -> int:
-    gone = sum(int(n) for (n,) in conn.execute(_KEEP_ALIVE_SESSIONS, {"lo": lo, "hi": hi}))
-    _drop_empty_packed_rows(conn, lo, hi)
+def _keys(rows: list[tuple[int, str]]) -> dict[str, str | int]:
+    """Packed rows' keys as the two comma-joined lists the statements here unnest (run ids hold no commas), and
+    the users' range, which lets the planner read the page's rows by their key and hash the list."""
+    return {"users": ",".join(str(uid) for uid, _ in rows), "runs": ",".join(run for _, run in rows),
+            "lo": min(uid for uid, _ in rows), "hi": max(uid for uid, _ in rows)}
+
+
+_IN_KEYS = """user_id BETWEEN :lo AND :hi AND (user_id, run_id) IN (
+    SELECT * FROM unnest(CAST(string_to_array(:users, ',') AS bigint[]), string_to_array(:runs, ',')))"""
+
+
+def _drop_stale_packed_sessions(conn: Connection, locked: list[tuple[int, str]], stale_before: int) -> int:
+    """The stale session rows the locked packed rows name (only those can name one: see the lock)."""
+    if not locked:
+        return 0
+    return conn.execute(text(f"""
+        DELETE FROM sessions WHERE last_activity < :stale_before AND id IN (
+            SELECT unnest(string_to_array(session_ids, ',')) FROM token_migration_users WHERE {_IN_KEYS})
+    """), {**_keys(locked), "stale_before": stale_before}).rowcount
+
+
+def _drop_gone_packed_rows(conn: Connection, locked: list[tuple[int, str]]) -> int:
+    if not locked:
+        return 0
+    gone = sum(int(n) for (n,) in conn.execute(_KEEP_ALIVE_SESSIONS, _keys(locked)))
+    _drop_empty_packed_rows(conn, locked)
     return gone
 
 
-def _drop_gone_packed_tokens(conn: Connection, lo: int, hi: int) -> int:
-    gone = conn.execute(update(ledger_packed).where(
-        ledger_packed.c.user_id.between(lo, hi), ledger_packed.c.token_id.is_not(None),
-        ~exists().where(tokens.c.id == ledger_packed.c.token_id)).values(token_id=None)).rowcount
-    _drop_empty_packed_rows(conn, lo, hi)
+def _drop_gone_packed_tokens(conn: Connection, locked: list[tuple[int, str]]) -> int:
+    if not locked:
+        return 0
+    gone = conn.execute(text(f"""
+        UPDATE token_migration_users p SET token_id = NULL
+        WHERE {_IN_KEYS} AND token_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM personal_access_tokens t WHERE t.id = p.token_id)
+    """), _keys(locked)).rowcount
+    _drop_empty_packed_rows(conn, locked)
     return gone
 
 
-def _drop_empty_packed_rows(conn: Connection, lo: int, hi: int) -> None:
-    conn.execute(delete(ledger_packed).where(ledger_packed.c.user_id.between(lo, hi),
-                                             ledger_packed.c.token_id.is_(None),
-                                             ledger_packed.c.session_ids.is_(None)))
+def _drop_empty_packed_rows(conn: Connection, rows: list[tuple[int, str]]) -> None:
+    if rows:
+        conn.execute(text(f"DELETE FROM token_migration_users WHERE {_IN_KEYS} "
+                          "AND token_id IS NULL AND session_ids IS NULL"), _keys(rows))
 
 
 def _drop_gone_packed_keys(conn: Connection, session_store: RedisSessionStore, lo: int, hi: int) -> int:
     """``_drop_gone_keys`` for packed rows: LEDGER_PAGE rows at a time in key order."""
     user_id, run_id = ledger_packed.c.user_id, ledger_packed.c.run_id
-    removed, after = 0, None
+    removed, after, changed = 0, None, []
     while True:
         page = select(user_id, run_id, ledger_packed.c.session_ids, ledger_packed.c.source_hashes).where(
             user_id.between(lo, hi), ledger_packed.c.session_ids.is_not(None)).order_by(user_id, run_id) \
@@ -282,6 +312,7 @@ def _drop_gone_packed_keys(conn: Connection, session_store: RedisSessionStore, l
                 removed += len(pairs) - len(live)
                 kept.append((row.user_id, row.run_id, live))
         if kept:
+            changed += [(int(uid), run) for uid, run, _ in kept]
             conn.execute(_KEEP_SESSIONS, {
                 "users": ",".join(str(int(uid)) for uid, _, _ in kept),
                 "runs": ",".join(run for _, run, _ in kept),
@@ -291,7 +322,7 @@ def _drop_gone_packed_keys(conn: Connection, session_store: RedisSessionStore, l
         if len(rows) < LEDGER_PAGE:
             break
         after = (rows[-1].user_id, rows[-1].run_id)
-    _drop_empty_packed_rows(conn, lo, hi)
+    _drop_empty_packed_rows(conn, changed)
     return removed
 
 
