@@ -192,11 +192,11 @@ def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
 # ``ledger_rows`` means the same whichever form the ledger took.
 _KEEP_ALIVE_SESSIONS = text("""
     WITH entries AS (
-        SELECT p.user_id, p.run_id, s.session_id, s.source_hash, s.n,
-               EXISTS (SELECT 1 FROM sessions WHERE sessions.id = s.session_id) AS alive
-        FROM token_migration_users p,
-             unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
+        SELECT p.user_id, p.run_id, s.session_id, s.source_hash, s.n, live.id IS NOT NULL AS alive
+        FROM token_migration_users p
+        CROSS JOIN unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
                  WITH ORDINALITY AS s(session_id, source_hash, n)
+        LEFT JOIN sessions live ON live.id = s.session_id
         WHERE p.session_ids IS NOT NULL AND p.user_id BETWEEN :lo AND :hi AND (p.user_id, p.run_id) IN (
             SELECT * FROM unnest(CAST(string_to_array(:users, ',') AS bigint[]), string_to_array(:runs, ',')))
     ), changed AS (
@@ -235,9 +235,12 @@ def _lock_changing_packed_rows(conn: Connection, lo: int, hi: int, rules: _Rules
     if rules.expired:
         changes.append(exists().where(tokens.c.id == p.c.token_id, or_(*rules.expired)))
     if sessions_in_table:
+        # Stale or gone, by the session's primary key alone. Written as a filter on `last_activity` inside the
+        # lookup, it lets a planner whose statistics say no row is that fresh (sessions all stale when last
+        # analysed, all refreshed since) walk `sessions_last_activity_index` once per session: minutes a page.
         changes.append(text("""EXISTS (
             SELECT 1 FROM unnest(string_to_array(token_migration_users.session_ids, ',')) AS e(id)
-            WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = e.id AND s.last_activity >= :stale_before))
+            WHERE coalesce((SELECT s.last_activity FROM sessions s WHERE s.id = e.id), -1) < :stale_before)
         """).bindparams(stale_before=rules.stale_before))
     return [(int(uid), run) for uid, run in conn.execute(
         select(p.c.user_id, p.c.run_id).where(p.c.user_id.between(lo, hi), or_(*changes)).with_for_update())]
