@@ -95,10 +95,15 @@ def ledgered_session_rows(conn) -> list[tuple[int, str, str | None, str]]:
         select(ledger_sessions.c.user_id, ledger_sessions.c.session_id, ledger_sessions.c.source_hash,
                ledger_sessions.c.run_id))]
     for packed in conn.execute(select(ledger_packed).where(ledger_packed.c.session_ids.is_not(None))):
-        ids, hashes = packed.session_ids.split(","), packed.source_hashes.split(",")
-        assert len(ids) == len(hashes), f"user {packed.user_id}: {len(ids)} sessions, {len(hashes)} hashes"
-        rows += [(int(packed.user_id), sid, sh, packed.run_id) for sid, sh in zip(ids, hashes, strict=True)]
+        rows += [(int(packed.user_id), sid, sh, packed.run_id) for sid, sh in _packed_entries(packed)]
     return sorted(rows)
+
+
+def _packed_entries(packed) -> list[tuple[str, str]]:
+    """A packed row's (session id, source hash) pairs, split here rather than by engine/ledger.py."""
+    ids, hashes = packed.session_ids.split(","), packed.source_hashes.split(",")
+    assert len(ids) == len(hashes), f"user {packed.user_id}: {len(ids)} sessions, {len(hashes)} hashes"
+    return list(zip(ids, hashes, strict=True))
 
 
 class _LedgeredSession(NamedTuple):
@@ -119,11 +124,8 @@ def ledgered_sessions_of(conn, user_id: int) -> list[_LedgeredSession]:
     rows = list(conn.execute(select(ledger_sessions).where(ledger_sessions.c.user_id == user_id)))
     for packed in conn.execute(select(ledger_packed).where(ledger_packed.c.user_id == user_id,
                                                            ledger_packed.c.session_ids.is_not(None))):
-        ids = packed.session_ids.split(",")
-        hashes = packed.source_hashes.split(",") if packed.source_hashes is not None else [None] * len(ids)
-        assert len(hashes) == len(ids), f"packed row of user {user_id} names {len(ids)} sessions, {len(hashes)} hashes"
         rows += [_LedgeredSession(packed.user_id, sid, packed.run_id, sh, packed.created_at)
-                 for sid, sh in zip(ids, hashes, strict=True)]
+                 for sid, sh in _packed_entries(packed)]
     return sorted((_LedgeredSession(*row) for row in rows), key=lambda r: (r.session_id, r.run_id))
 
 

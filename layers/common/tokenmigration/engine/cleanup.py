@@ -190,12 +190,11 @@ def _clean_page(conn: Connection, lo: int, hi: int, rules: _Rules,
 # Packed rows (engine/ledger.py) lose the entries whose token or session is gone, entry by entry, as the
 # per-row ledgers lose rows; a packed row left with neither token nor sessions goes. Counted in entries, so
 # ``ledger_rows`` means the same whichever form the ledger took.
-_KEEP_ALIVE_SESSIONS = text("""
+_KEEP_ALIVE_SESSIONS = text(f"""
     WITH entries AS (
         SELECT p.user_id, p.run_id, s.session_id, s.source_hash, s.n, live.id IS NOT NULL AS alive
         FROM token_migration_users p
-        CROSS JOIN unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
-                 WITH ORDINALITY AS s(session_id, source_hash, n)
+        CROSS JOIN {ledger.unnest_entries('p')} WITH ORDINALITY AS s(session_id, source_hash, n)
         LEFT JOIN sessions live ON live.id = s.session_id
         WHERE p.session_ids IS NOT NULL AND p.user_id BETWEEN :lo AND :hi AND (p.user_id, p.run_id) IN (
             SELECT * FROM unnest(CAST(string_to_array(:users, ',') AS bigint[]), string_to_array(:runs, ',')))
@@ -214,7 +213,7 @@ _KEEP_SESSIONS = text("""
     UPDATE token_migration_users p SET session_ids = NULLIF(k.ids, ''), source_hashes = NULLIF(k.hashes, '')
     FROM unnest(CAST(string_to_array(:users, ',') AS bigint[]), string_to_array(:runs, ','),
                 string_to_array(:ids, ';'), string_to_array(:hashes, ';')) AS k(user_id, run_id, ids, hashes)
-    WHERE p.user_id = k.user_id AND p.run_id = k.run_id
+    WHERE p.user_id BETWEEN :lo AND :hi AND p.user_id = k.user_id AND p.run_id = k.run_id
 """)
 
 
@@ -307,20 +306,20 @@ def _drop_gone_packed_keys(conn: Connection, session_store: RedisSessionStore, l
         if not rows:
             break
         alive = session_store.existing([sid for row in rows for sid in row.session_ids.split(",")])
-        kept = []
+        keys, kept = [], []
         for row in rows:
-            pairs = list(zip(row.session_ids.split(","), row.source_hashes.split(","), strict=True))
+            pairs = ledger.split_entries(row.session_ids, row.source_hashes)
             live = [(sid, sh) for sid, sh in pairs if sid in alive]
             if len(live) < len(pairs):
                 removed += len(pairs) - len(live)
-                kept.append((row.user_id, row.run_id, live))
-        if kept:
-            changed += [(int(uid), run) for uid, run, _ in kept]
+                keys.append((int(row.user_id), row.run_id))
+                kept.append(live)
+        if keys:
+            changed += keys
             conn.execute(_KEEP_SESSIONS, {
-                "users": ",".join(str(int(uid)) for uid, _, _ in kept),
-                "runs": ",".join(run for _, run, _ in kept),
-                "ids": ";".join(",".join(sid for sid, _ in live) for _, _, live in kept),
-                "hashes": ";".join(",".join(sh for _, sh in live) for _, _, live in kept),
+                **_keys(keys),
+                "ids": ";".join(",".join(sid for sid, _ in live) for live in kept),
+                "hashes": ";".join(",".join(sh for _, sh in live) for live in kept),
             })
         if len(rows) < LEDGER_PAGE:
             break

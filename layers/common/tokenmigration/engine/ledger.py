@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import weakref
 
-from sqlalchemy import Connection, Engine, Integer, String, Table, func, literal_column, select, text, union_all
+from sqlalchemy import BigInteger, Connection, Engine, String, Table, func, literal_column, select, text, union_all
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -49,6 +49,17 @@ def user_ledgers(bind: Connection | Engine) -> tuple[Table, ...]:
     return USER_LEDGERS if packs(bind) else tuple(t for t in USER_LEDGERS if t is not ledger_packed)
 
 
+def unnest_entries(row: str) -> str:
+    """SQL for the (session id, source hash) pairs of packed row ``row`` (an alias), in the order written:
+    the two comma-joined lists, unnested side by side."""
+    return f"unnest(string_to_array({row}.session_ids, ','), string_to_array({row}.source_hashes, ','))"
+
+
+def split_entries(session_ids: str, source_hashes: str) -> list[tuple[str, str]]:
+    """The (session id, source hash) pairs of one packed row, in Python."""
+    return list(zip(session_ids.split(","), source_hashes.split(","), strict=True))
+
+
 def _in_users(column, lo: int | None, hi: int | None) -> list[ColumnElement[bool]]:
     return [] if lo is None else [column.between(lo, hi)]
 
@@ -57,12 +68,10 @@ def _packed_sessions(lo: int | None, hi: int | None):
     """One row per packed session: (user_id, run_id, session_id, source_hash)."""
     return text(f"""
         SELECT p.user_id, p.run_id, s.session_id, s.source_hash
-        FROM token_migration_users p,
-             unnest(string_to_array(p.session_ids, ','), string_to_array(p.source_hashes, ','))
-                 AS s(session_id, source_hash)
+        FROM token_migration_users p, {unnest_entries('p')} AS s(session_id, source_hash)
         WHERE p.session_ids IS NOT NULL {'' if lo is None else 'AND p.user_id BETWEEN :lo AND :hi'}
     """).bindparams(**({} if lo is None else {"lo": lo, "hi": hi})).columns(
-        user_id=Integer, run_id=String, session_id=String, source_hash=String,
+        user_id=BigInteger, run_id=String, session_id=String, source_hash=String,
     ).subquery("packed_sessions")
 
 
@@ -116,7 +125,7 @@ def unpack(conn: Connection, lo: int, hi: int) -> None:
     transaction: what the paths that change one session read and change."""
     if not packs(conn):
         return
-    conn.execute(text("""
+    conn.execute(text(f"""
         WITH gone AS (
             DELETE FROM token_migration_users WHERE user_id BETWEEN :lo AND :hi
             RETURNING user_id, run_id, token_id, session_ids, source_hashes, created_at
@@ -126,7 +135,6 @@ def unpack(conn: Connection, lo: int, hi: int) -> None:
         )
         INSERT INTO token_migration_sessions (user_id, session_id, run_id, source_hash, created_at)
         SELECT g.user_id, s.session_id, g.run_id, s.source_hash, g.created_at
-        FROM gone g, unnest(string_to_array(g.session_ids, ','), string_to_array(g.source_hashes, ','))
-            AS s(session_id, source_hash)
+        FROM gone g, {unnest_entries('g')} AS s(session_id, source_hash)
         WHERE g.session_ids IS NOT NULL
     """), {"lo": lo, "hi": hi})
